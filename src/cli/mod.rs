@@ -1,0 +1,53 @@
+//! Command-line interface: `run`, `synth`, `inspect`.
+//!
+//! Exit codes: 0 success, 2 error (clap's usage errors are 2 as well). Results go to stdout,
+//! logs and progress to stderr. A closed stdout (broken pipe) ends the program quietly.
+
+mod inspect;
+mod output;
+mod run;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run MiniCPM-V vision-language models (GGUF) on small machines.
+#[derive(Debug, Parser)]
+#[command(name = "minicpmv", version, about, propagate_version = true)]
+struct Cli {
+    /// Show llama.cpp's own log and debug messages on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer a prompt about one or more images, streaming the text to stdout.
+    Run(run::RunArgs),
+    /// Write a synthetic MiniCPM-V GGUF pair (language model + mmproj) with random weights.
+    Synth(synth::SynthArgs),
+    /// Describe a GGUF file: language model or projector, version, sizes, tensor types.
+    Inspect(inspect::InspectArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_logger(cli.verbose);
+    minicpmv::ffi::set_verbose(cli.verbose);
+    let result = match cli.command {
+        Command::Run(args) => run::main(args),
+        Command::Synth(args) => synth::main(args),
+        Command::Inspect(args) => inspect::main(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", output::error_chain(&err));
+            ExitCode::from(2)
+        }
+    }
+}

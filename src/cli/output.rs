@@ -1,0 +1,86 @@
+//! Printing helpers shared by the commands: logger, errors, stdout that tolerates a closed pipe.
+
+use std::io::{self, IsTerminal, Write};
+
+/// Installs a minimal stderr logger: warnings always, everything with `-v`.
+pub fn init_logger(verbose: bool) {
+    static LOGGER: StderrLogger = StderrLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(if verbose {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
+}
+
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(io::stderr(), "[{}] {}", record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// `error: outer: inner: innermost`, without repeating a cause already in the message.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+/// Whether the error is stdout having been closed by the reader (`minicpmv ... | head`).
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Whether progress output should be drawn: stderr is a terminal, or `--progress` forced it.
+pub fn show_progress(forced: bool) -> bool {
+    forced || io::stderr().is_terminal()
+}
+
+/// Writes to stdout and flushes; remembers a broken pipe so the caller can stop.
+#[derive(Debug, Default)]
+pub struct Stdout {
+    pub broken: Option<io::Error>,
+}
+
+impl Stdout {
+    pub fn write_str(&mut self, s: &str) {
+        if self.broken.is_some() {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        if let Err(e) = out.write_all(s.as_bytes()).and_then(|_| out.flush()) {
+            self.broken = Some(e);
+        }
+    }
+
+    /// The first write error, if any, as a result.
+    pub fn finish(self) -> io::Result<()> {
+        match self.broken {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! An inference context (`llama_context`): KV cache, decode, logits.
+
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::{Batch, Model};
+
+/// Settings of a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextParams {
+    /// Context length in tokens (text and image embeddings together).
+    pub n_ctx: u32,
+    /// Largest batch submitted to one decode call.
+    pub n_batch: u32,
+    /// Threads for single-token decode.
+    pub n_threads: i32,
+    /// Threads for batch (prompt) processing.
+    pub n_threads_batch: i32,
+}
+
+/// Why a decode call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("the KV cache is full (no slot for a batch of {n_tokens} tokens)")]
+    NoKvSlot { n_tokens: usize },
+    #[error("decoding was aborted")]
+    Aborted,
+    #[error("llama_decode failed with code {code} on a batch of {n_tokens} tokens")]
+    Failed { code: i32, n_tokens: usize },
+    #[error("llama.cpp could not create a context of {n_ctx} tokens (run with -v for its log)")]
+    ContextInit { n_ctx: u32 },
+}
+
+/// An inference context over a borrowed [`Model`]. Freed on drop.
+#[derive(Debug)]
+pub struct Context<'m> {
+    ptr: NonNull<sys::llama_context>,
+    n_vocab: usize,
+    _model: PhantomData<&'m Model>,
+}
+
+impl<'m> Context<'m> {
+    pub fn new(model: &'m Model, params: ContextParams) -> Result<Context<'m>, DecodeError> {
+        // SAFETY: returns a plain struct by value.
+        let mut cp = unsafe { sys::llama_context_default_params() };
+        cp.n_ctx = params.n_ctx;
+        cp.n_batch = params.n_batch;
+        cp.n_ubatch = params.n_batch;
+        cp.n_threads = params.n_threads;
+        cp.n_threads_batch = params.n_threads_batch;
+        cp.no_perf = true;
+        // SAFETY: model is a valid, loaded model that outlives the context (lifetime 'm).
+        let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), cp) };
+        let ptr = NonNull::new(raw).ok_or(DecodeError::ContextInit {
+            n_ctx: params.n_ctx,
+        })?;
+        Ok(Context {
+            ptr,
+            n_vocab: model.n_vocab(),
+            _model: PhantomData,
+        })
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut sys::llama_context {
+        self.ptr.as_ptr()
+    }
+
+    /// The context length actually allocated.
+    pub fn n_ctx(&self) -> u32 {
+        // SAFETY: self.ptr is a valid context.
+        unsafe { sys::llama_n_ctx(self.as_ptr()) }
+    }
+
+    /// Runs the model over a batch (tokens or embeddings), appending to the KV cache.
+    pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
+        let n_tokens = batch.len();
+        // SAFETY: batch.raw() is a fully populated llama_batch whose arrays hold n_tokens
+        // entries (Batch maintains that invariant) and whose width matches the model (checked
+        // when the Batch was created from the model's n_embd).
+        let code = unsafe { sys::llama_decode(self.as_ptr(), batch.raw()) };
+        match code {
+            0 => Ok(()),
+            1 => Err(DecodeError::NoKvSlot { n_tokens }),
+            2 => Err(DecodeError::Aborted),
+            code => Err(DecodeError::Failed { code, n_tokens }),
+        }
+    }
+
+    /// Logits of the `i`-th output of the last decoded batch (`-1` is the last one).
+    pub fn logits(&self, i: i32) -> Option<&[f32]> {
+        // SAFETY: llama_get_logits_ith returns null for an invalid index (it logs, no abort)
+        // and otherwise a pointer to n_vocab floats valid until the next decode, which needs
+        // &mut self, so the borrow keeps it valid.
+        let p = unsafe { sys::llama_get_logits_ith(self.as_ptr(), i) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: see above: p points to n_vocab initialised floats.
+        Some(unsafe { std::slice::from_raw_parts(p, self.n_vocab) })
+    }
+
+    /// Clears the KV cache (all sequences).
+    pub fn clear_memory(&mut self) {
+        // SAFETY: the memory handle belongs to this valid context.
+        unsafe { sys::llama_memory_clear(sys::llama_get_memory(self.as_ptr()), true) };
+    }
+
+    /// Removes positions `[p0, end)` of sequence 0 from the KV cache.
+    pub fn truncate_memory(&mut self, p0: i32) -> bool {
+        // SAFETY: the memory handle belongs to this valid context; -1 means "to the end".
+        unsafe { sys::llama_memory_seq_rm(sys::llama_get_memory(self.as_ptr()), 0, p0, -1) }
+    }
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        // SAFETY: self.ptr came from llama_init_from_model and is freed exactly once.
+        unsafe { sys::llama_free(self.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,21 @@
+//! minicpmv: run MiniCPM-V vision-language models from GGUF files on small machines.
+//!
+//! The library has no CLI concerns (no clap, indicatif or anyhow); `src/main.rs` and `src/cli`
+//! are the thin command-line layer on top of it.
+//!
+//! - [`gguf`]: our own GGUF reader/writer, used to check files before llama.cpp sees them;
+//! - [`family`]: the MiniCPM-V versions as data (models/*.toml);
+//! - [`synth`]: synthetic GGUF pairs with the real layouts and random weights;
+//! - [`inputs`]: checks on the user's files; [`vision`]: image loading;
+//! - [`prompt`], [`generate`], [`run`]: the pipeline;
+//! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim).
+
+pub mod family;
+pub mod ffi;
+pub mod generate;
+pub mod gguf;
+pub mod inputs;
+pub mod prompt;
+pub mod run;
+pub mod synth;
+pub mod vision;
