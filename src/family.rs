@@ -737,7 +737,7 @@ pub fn validate(s: &ModelSpec) -> Result<(), FamilyError> {
     if sl.patch_size == 0 || sl.image_size % sl.patch_size != 0 || sl.max_slices == 0 {
         return Err(bad(format!("bad slicing parameters {sl:?}")));
     }
-    if s.normalize.std.iter().any(|&x| !(x > 0.0)) {
+    if s.normalize.std.iter().any(|&x| x.is_nan() || x <= 0.0) {
         return Err(bad("normalize.std must be positive".into()));
     }
     // tokens

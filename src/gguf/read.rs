@@ -627,3 +627,524 @@ fn parse(mut src: Source<'_>) -> Result<GgufFile, GgufError> {
         tensor_index,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufWriter, GGUF_VERSION};
+    use std::io::Write as _;
+
+    /// Hand-assembled GGUF bytes.
+    #[derive(Clone, Default)]
+    struct Raw(Vec<u8>);
+
+    impl Raw {
+        fn header(version: u32, n_tensors: u64, n_kv: u64) -> Raw {
+            Raw::default()
+                .bytes(b"GGUF")
+                .u32(version)
+                .u64(n_tensors)
+                .u64(n_kv)
+        }
+        fn bytes(mut self, b: &[u8]) -> Raw {
+            self.0.extend_from_slice(b);
+            self
+        }
+        fn u32(self, v: u32) -> Raw {
+            self.bytes(&v.to_le_bytes())
+        }
+        fn u64(self, v: u64) -> Raw {
+            self.bytes(&v.to_le_bytes())
+        }
+        fn str(self, s: &str) -> Raw {
+            self.u64(s.len() as u64).bytes(s.as_bytes())
+        }
+        /// A u32 metadata entry.
+        fn kv_u32(self, key: &str, v: u32) -> Raw {
+            self.str(key).u32(4).u32(v)
+        }
+        /// A tensor info.
+        fn tensor(self, name: &str, dims: &[u64], ty: u32, offset: u64) -> Raw {
+            let mut r = self.str(name).u32(dims.len() as u32);
+            for &d in dims {
+                r = r.u64(d);
+            }
+            r.u32(ty).u64(offset)
+        }
+        /// Zero padding to 32.
+        fn pad(self) -> Raw {
+            let n = (32 - self.0.len() % 32) % 32;
+            self.bytes(&vec![0; n])
+        }
+    }
+
+    fn open_bytes<B: AsRef<[u8]> + ?Sized>(
+        bytes: &B,
+    ) -> (tempfile::TempDir, PathBuf, Result<GgufFile, GgufError>) {
+        let bytes = bytes.as_ref();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostile.gguf");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+        let r = GgufFile::open(&path);
+        (dir, path, r)
+    }
+
+    /// Opens `bytes`, expects an error matching `pat` whose message names the file and contains
+    /// every string in `needles`.
+    macro_rules! expect_err {
+        ($bytes:expr, $pat:pat, $($needle:expr),*) => {{
+            let (_dir, path, r) = open_bytes(&$bytes);
+            match r {
+                Err(e @ $pat) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains(&path.display().to_string()), "no path in: {msg}");
+                    assert_eq!(e.path(), path.as_path());
+                    $( assert!(msg.contains($needle), "{:?} not in: {msg}", $needle); )*
+                    e
+                }
+                Err(e) => panic!("wrong error: {e:?}"),
+                Ok(_) => panic!("opened a bad file"),
+            }
+        }};
+    }
+
+    /// A small valid file: 2 kv, 2 tensors (F32 [4] and Q8_0 [32, 2]); no padding after the last
+    /// tensor's data (68 bytes, so padding follows; callers use `data_end`).
+    fn small_valid() -> (Vec<u8>, u64) {
+        let raw = Raw::header(3, 2, 2)
+            .str("general.architecture")
+            .u32(8)
+            .str("qwen2")
+            .kv_u32("k.n", 7)
+            .tensor("a", &[4], 0, 0)
+            .tensor("b", &[32, 2], 8, 32)
+            .pad();
+        let data_offset = raw.0.len() as u64;
+        let raw = raw.bytes(&[1u8; 16]).bytes(&[0; 16]).bytes(&[2u8; 68]);
+        (raw.0, data_offset + 32 + 68)
+    }
+
+    #[test]
+    fn small_valid_file_reads() {
+        let (bytes, data_end) = small_valid();
+        let (_dir, path, r) = open_bytes(&bytes);
+        let f = r.unwrap();
+        assert_eq!(f.path, path);
+        assert_eq!(f.version, 3);
+        assert_eq!(f.kind(), FileKind::LanguageModel("qwen2".into()));
+        assert_eq!(f.get_u64("k.n"), Some(7));
+        assert_eq!(f.tensors.len(), 2);
+        assert_eq!(f.tensor("b").unwrap().n_bytes, 68);
+        assert_eq!(f.data_offset % 32, 0);
+        assert_eq!(f.file_size, data_end);
+        assert_eq!(
+            f.read_tensor_bytes(f.tensor("b").unwrap()).unwrap(),
+            vec![2u8; 68]
+        );
+        assert_eq!(f.n_params(), 4 + 64);
+    }
+
+    #[test]
+    fn version_2_is_accepted() {
+        let (_d, _p, r) = open_bytes(&Raw::header(2, 0, 1).kv_u32("x", 1).0);
+        assert_eq!(r.unwrap().version, 2);
+    }
+
+    #[test]
+    fn missing_directory_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.gguf");
+        let e = GgufFile::open(&missing).unwrap_err();
+        assert!(matches!(e, GgufError::NotFound { .. }), "{e:?}");
+        assert!(e.to_string().contains("nope.gguf"));
+        let e = GgufFile::open(dir.path()).unwrap_err();
+        assert!(matches!(e, GgufError::IsDirectory { .. }), "{e:?}");
+        assert!(e.to_string().contains(&dir.path().display().to_string()));
+        expect_err!(b"", GgufError::Empty { .. }, "empty");
+    }
+
+    #[test]
+    fn short_and_foreign_files() {
+        let e = expect_err!(b"GGU", GgufError::Truncated { .. }, "truncated", "magic");
+        assert!(matches!(e, GgufError::Truncated { offset: 3, .. }));
+        let e = expect_err!(
+            b"\x7fELF\x02\x01\x01\x00",
+            GgufError::BadMagic { .. },
+            "not a GGUF file"
+        );
+        assert!(matches!(e, GgufError::BadMagic { found, .. } if &found == b"\x7fELF"));
+        expect_err!(b"GGUF\x03\x00", GgufError::Truncated { .. }, "version");
+        expect_err!(
+            Raw::header(3, 0, 0).0[..20],
+            GgufError::Truncated { .. },
+            "metadata entry count"
+        );
+    }
+
+    #[test]
+    fn unsupported_versions() {
+        expect_err!(
+            Raw::header(99, 0, 0).0,
+            GgufError::UnsupportedVersion { version: 99, .. },
+            "99"
+        );
+        expect_err!(
+            Raw::header(1, 0, 0).0,
+            GgufError::UnsupportedVersion { version: 1, .. },
+            "version 1"
+        );
+        expect_err!(
+            Raw::header(0, 0, 0).0,
+            GgufError::UnsupportedVersion { version: 0, .. },
+            "version 0"
+        );
+        expect_err!(
+            Raw::header(3u32.swap_bytes(), 0, 0).0,
+            GgufError::UnsupportedVersion { .. },
+            "big-endian"
+        );
+    }
+
+    #[test]
+    fn huge_counts() {
+        expect_err!(
+            Raw::header(3, 0, u64::MAX).0,
+            GgufError::Invalid { .. },
+            "metadata entries"
+        );
+        expect_err!(
+            Raw::header(3, 1 << 40, 0).0,
+            GgufError::Invalid { .. },
+            "tensors"
+        );
+        // Plausible counts in a file that ends: truncated, and no allocation from the count.
+        expect_err!(
+            Raw::header(3, 0, 1000).0,
+            GgufError::Truncated { .. },
+            "metadata entry #0"
+        );
+        expect_err!(
+            Raw::header(3, 1000, 0).0,
+            GgufError::Truncated { .. },
+            "tensor #0"
+        );
+    }
+
+    #[test]
+    fn huge_string_lengths() {
+        // key length
+        expect_err!(
+            Raw::header(3, 0, 1).u64(1 << 60).0,
+            GgufError::Invalid { .. },
+            "bytes long"
+        );
+        expect_err!(
+            Raw::header(3, 0, 1).u64(70_000).0,
+            GgufError::Invalid { .. },
+            "65535"
+        );
+        // string value length
+        let raw = Raw::header(3, 0, 1)
+            .str("k")
+            .u32(8)
+            .u64(1 << 60)
+            .bytes(b"abc");
+        expect_err!(raw.0, GgufError::Invalid { .. }, "\"k\"", "bytes long");
+        // a plausible length past the end of the file
+        let raw = Raw::header(3, 0, 1).str("k").u32(8).u64(100).bytes(b"abc");
+        expect_err!(raw.0, GgufError::Truncated { .. }, "\"k\"");
+        // tensor name length
+        expect_err!(
+            Raw::header(3, 1, 0).u64(u64::MAX).0,
+            GgufError::Invalid { .. },
+            "tensor #0"
+        );
+    }
+
+    #[test]
+    fn huge_array_counts() {
+        let raw = Raw::header(3, 0, 1)
+            .str("arr")
+            .u32(9)
+            .u32(6)
+            .u64(1 << 40)
+            .bytes(&[0; 16]);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "\"arr\"", "1099511627776");
+        let raw = Raw::header(3, 0, 1).str("arr").u32(9).u32(8).u64(u64::MAX);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "\"arr\"");
+        // plausible but past the end: 1000 u32 in 16 bytes
+        let raw = Raw::header(3, 0, 1)
+            .str("arr")
+            .u32(9)
+            .u32(4)
+            .u64(1000)
+            .bytes(&[0; 16]);
+        expect_err!(raw.0, GgufError::Truncated { .. }, "\"arr\"");
+        // 1000 strings need at least 8000 bytes
+        let raw = Raw::header(3, 0, 1)
+            .str("arr")
+            .u32(9)
+            .u32(8)
+            .u64(1000)
+            .bytes(&[0; 16]);
+        expect_err!(raw.0, GgufError::Truncated { .. }, "\"arr\"");
+    }
+
+    #[test]
+    fn bad_value_types() {
+        let raw = Raw::header(3, 0, 1).str("weird").u32(13).u32(0);
+        expect_err!(
+            raw.0,
+            GgufError::Invalid { .. },
+            "\"weird\"",
+            "unknown value type 13"
+        );
+        let raw = Raw::header(3, 0, 1).str("weird").u32(9).u32(77).u64(0);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "\"weird\"", "77");
+        let raw = Raw::header(3, 0, 1)
+            .str("nest")
+            .u32(9)
+            .u32(9)
+            .u64(1)
+            .u32(4)
+            .u64(1)
+            .u32(0);
+        expect_err!(
+            raw.0,
+            GgufError::Invalid { .. },
+            "\"nest\"",
+            "array of arrays"
+        );
+    }
+
+    #[test]
+    fn bad_keys() {
+        let raw = Raw::header(3, 0, 2).kv_u32("dup", 1).kv_u32("dup", 2);
+        expect_err!(
+            raw.0,
+            GgufError::Invalid { .. },
+            "\"dup\"",
+            "more than once"
+        );
+        let raw = Raw::header(3, 0, 1).kv_u32("", 1);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "empty");
+        let raw = Raw::header(3, 0, 1)
+            .u64(2)
+            .bytes(&[0xff, 0xfe])
+            .u32(4)
+            .u32(1);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "UTF-8");
+    }
+
+    #[test]
+    fn invalid_utf8_values_are_replaced() {
+        let raw = Raw::header(3, 0, 1).str("s").u32(8).u64(3).bytes(b"a\xffb");
+        let (_d, _p, r) = open_bytes(&raw.0);
+        assert_eq!(r.unwrap().get_str("s"), Some("a\u{fffd}b"));
+    }
+
+    #[test]
+    fn bad_alignment() {
+        let raw = Raw::header(3, 0, 1)
+            .str("general.alignment")
+            .u32(10)
+            .u64(32);
+        expect_err!(
+            raw.0,
+            GgufError::Invalid { .. },
+            "general.alignment",
+            "u32",
+            "u64"
+        );
+        let raw = Raw::header(3, 0, 1).kv_u32("general.alignment", 48);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "power of two");
+        let raw = Raw::header(3, 0, 1).kv_u32("general.alignment", 0);
+        expect_err!(raw.0, GgufError::Invalid { .. }, "power of two");
+    }
+
+    #[test]
+    fn bad_tensor_infos() {
+        let t = |name: &str, dims: &[u64], ty: u32, off: u64| {
+            Raw::header(3, 1, 0)
+                .tensor(name, dims, ty, off)
+                .pad()
+                .bytes(&[0; 256])
+                .0
+        };
+        expect_err!(
+            t("w", &[4], 4, 0),
+            GgufError::Invalid { .. },
+            "\"w\"",
+            "ggml type id 4"
+        );
+        expect_err!(
+            t("w", &[4], 999, 0),
+            GgufError::Invalid { .. },
+            "\"w\"",
+            "999"
+        );
+        let nine = Raw::header(3, 1, 0).str("w").u32(9).bytes(&[1; 128]).0;
+        expect_err!(nine, GgufError::Invalid { .. }, "\"w\"", "9 dimensions");
+        expect_err!(
+            t("w", &[33], 8, 0),
+            GgufError::Invalid { .. },
+            "\"w\"",
+            "block size 32"
+        );
+        expect_err!(t("w", &[1 << 63], 0, 0), GgufError::Invalid { .. }, "\"w\"");
+        expect_err!(
+            t("w", &[1 << 40, 1 << 40], 0, 0),
+            GgufError::Invalid { .. },
+            "overflows"
+        );
+        expect_err!(
+            t("w", &[4], 0, 3),
+            GgufError::Invalid { .. },
+            "\"w\"",
+            "alignment"
+        );
+        expect_err!(
+            t("w", &[4], 0, 64),
+            GgufError::Invalid { .. },
+            "\"w\"",
+            "expected 0"
+        );
+        expect_err!(
+            t(&"n".repeat(64), &[4], 0, 0),
+            GgufError::Invalid { .. },
+            "63"
+        );
+        let dup = Raw::header(3, 2, 0)
+            .tensor("w", &[4], 0, 0)
+            .tensor("w", &[4], 0, 32)
+            .pad()
+            .bytes(&[0; 64]);
+        expect_err!(dup.0, GgufError::Invalid { .. }, "\"w\"", "more than once");
+        // zero-size tensors and scalars are what ggml accepts
+        let (_d, _p, r) = open_bytes(&t("z", &[0, 3], 0, 0));
+        assert_eq!(r.unwrap().tensors[0].n_bytes, 0);
+        let (_d, _p, r) = open_bytes(&t("s", &[], 0, 0));
+        assert_eq!(r.unwrap().tensors[0].n_bytes, 4);
+    }
+
+    #[test]
+    fn tensor_data_past_eof() {
+        let (bytes, data_end) = small_valid();
+        let cut = (data_end - 10) as usize;
+        let e = expect_err!(bytes[..cut], GgufError::TensorOutOfBounds { .. }, "\"b\"");
+        assert!(
+            matches!(e, GgufError::TensorOutOfBounds { end, file_size, .. }
+            if end == data_end && file_size == cut as u64)
+        );
+        // An offset far past the end is also caught (here: as out of order).
+        let raw = Raw::header(3, 1, 0).tensor("w", &[8], 0, 1 << 40).pad();
+        expect_err!(raw.0, GgufError::Invalid { .. }, "\"w\"");
+        let raw = Raw::header(3, 1, 0).tensor("w", &[1 << 40], 0, 0).pad();
+        expect_err!(raw.0, GgufError::TensorOutOfBounds { .. }, "\"w\"");
+    }
+
+    #[test]
+    fn truncated_at_every_byte() {
+        let (bytes, data_end) = small_valid();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.gguf");
+        for cut in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let r = GgufFile::open(&path);
+            if cut as u64 >= data_end {
+                assert!(r.is_ok(), "cut at {cut}: {r:?}");
+                continue;
+            }
+            let e = r.expect_err("a truncated file opened");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+            match e {
+                GgufError::Empty { .. } => assert_eq!(cut, 0),
+                GgufError::Truncated { offset, .. } => assert_eq!(offset, cut as u64),
+                GgufError::TensorOutOfBounds { .. } => {}
+                other => panic!("cut at {cut}: unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn corrupted_bytes_never_panic() {
+        // Deterministic mutations of every header byte of a valid file.
+        let (bytes, _) = small_valid();
+        let header_len = bytes.len() - 100;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mut.gguf");
+        for i in 0..header_len {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                if b[i] == v {
+                    continue;
+                }
+                b[i] = v;
+                std::fs::write(&path, &b).unwrap();
+                if let Err(e) = GgufFile::open(&path) {
+                    assert!(e.to_string().contains(&path.display().to_string()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_writer_output_with_accessors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mmproj.gguf");
+        let mut w = GgufWriter::new();
+        w.add_kv("general.architecture", "clip".into());
+        w.add_kv("clip.vision.image_mean", vec![0.5f32, 0.5, 0.5].into());
+        w.add_kv("clip.minicpmv_version", MetaValue::I32(3));
+        w.add_kv("clip.use_gelu", true.into());
+        w.add_kv("eps", MetaValue::F64(1e-6));
+        w.add_kv("tokens", vec!["a".to_string(), "b".to_string()].into());
+        w.write(&path, |_, _, _| Ok(())).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.version, GGUF_VERSION);
+        assert_eq!(f.kind(), FileKind::Projector);
+        assert_eq!(
+            f.get_f32_array("clip.vision.image_mean"),
+            Some(&[0.5f32, 0.5, 0.5][..])
+        );
+        assert_eq!(f.get_i64("clip.minicpmv_version"), Some(3));
+        assert_eq!(f.get_u64("clip.minicpmv_version"), Some(3));
+        assert_eq!(f.get_bool("clip.use_gelu"), Some(true));
+        assert_eq!(f.get_f32("eps"), Some(1e-6));
+        assert_eq!(f.get_str_array("tokens").map(|s| s.len()), Some(2));
+        assert_eq!(f.get_str("clip.use_gelu"), None);
+        assert_eq!(f.get("nope"), None);
+        assert!(f.tensors.is_empty());
+        assert_eq!(f.n_params(), 0);
+
+        let mut w = GgufWriter::new();
+        w.add_kv("general.architecture", "".into());
+        w.write(&path, |_, _, _| Ok(())).unwrap();
+        assert_eq!(GgufFile::open(&path).unwrap().kind(), FileKind::Unknown);
+    }
+}
+#[cfg(test)]
+mod tmp_real {
+    #[test]
+    fn tmp_real_file() {
+        let p = std::path::Path::new("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/llama-cpp-2-0.1.160/src/gguf/ggml-vocab-bert-bge.gguf");
+        let f = super::GgufFile::open(p).unwrap();
+        eprintln!("v{} align {} data_offset {} size {} kvs {} tensors {} kind {:?}", f.version, f.alignment, f.data_offset, f.file_size, f.metadata.len(), f.tensors.len(), f.kind());
+        for (k, v) in &f.metadata { let s = format!("{v:?}"); eprintln!("  {k}: {} {}", v.type_name(), &s[..s.len().min(80)]); }
+        for t in f.tensors.iter().take(5) { eprintln!("  {t:?}"); }
+        // write it back with our writer and compare bytes
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("copy.gguf");
+        let mut w = crate::gguf::GgufWriter::new();
+        for (k, v) in &f.metadata { w.add_kv(k, v.clone()); }
+        for t in &f.tensors { w.add_tensor(&t.name, &t.dims, t.ggml_type).unwrap(); }
+        w.write(&out, |_, t, o| o.write_all(&f.read_tensor_bytes(t).unwrap())).unwrap();
+        let a = std::fs::read(p).unwrap(); let b = std::fs::read(&out).unwrap();
+        eprintln!("identical: {} ({} vs {}), prefix identical: {}", a == b, a.len(), b.len(), b[..a.len()] == a[..]);
+        std::fs::copy(&out, "/tmp/gguf_copy.gguf").unwrap();
+    }
+    use std::io::Write;
+}

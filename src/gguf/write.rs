@@ -572,3 +572,388 @@ impl Write for Counting<'_> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{GgufError, GgufFile};
+
+    /// Deterministic content for tensor `i`.
+    fn pattern(i: usize, n: u64) -> Vec<u8> {
+        (0..n)
+            .map(|k| (k as usize * 7 + i * 31 + 1) as u8)
+            .collect()
+    }
+
+    fn fill_pattern(i: usize, t: &TensorInfo, out: &mut dyn Write) -> io::Result<()> {
+        let data = pattern(i, t.n_bytes);
+        if i % 2 == 0 {
+            out.write_all(&data)
+        } else {
+            // in small pieces, to exercise the counting writer
+            for chunk in data.chunks(5) {
+                out.write_all(chunk)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The names in a folder (to check that no temporary file is left behind).
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn every_value_type() -> Vec<(String, MetaValue)> {
+        let s = |x: &str| x.to_owned();
+        vec![
+            (s("general.architecture"), MetaValue::from("qwen2")),
+            (s("v.u8"), MetaValue::U8(200)),
+            (s("v.i8"), MetaValue::I8(-100)),
+            (s("v.u16"), MetaValue::U16(60_000)),
+            (s("v.i16"), MetaValue::I16(-30_000)),
+            (s("v.u32"), MetaValue::U32(4_000_000_000)),
+            (s("v.i32"), MetaValue::I32(-2_000_000_000)),
+            (s("v.f32"), MetaValue::F32(-1.5e-6)),
+            (s("v.bool"), MetaValue::Bool(true)),
+            (s("v.bool.false"), MetaValue::Bool(false)),
+            (s("v.string"), MetaValue::from("héllo <|im_start|>\n")),
+            (s("v.string.empty"), MetaValue::from("")),
+            (s("v.u64"), MetaValue::U64(u64::MAX)),
+            (s("v.i64"), MetaValue::I64(i64::MIN)),
+            (s("v.f64"), MetaValue::F64(std::f64::consts::PI)),
+            (s("a.u8"), vec![0u8, 1, 255].into()),
+            (s("a.i8"), vec![-128i8, 0, 127].into()),
+            (s("a.u16"), vec![1u16, 65_535].into()),
+            (s("a.i16"), vec![-1i16, 2].into()),
+            (s("a.u32"), vec![7u32; 5].into()),
+            (s("a.i32"), vec![-7i32, 8].into()),
+            (s("a.f32"), vec![0.5f32, -2.25, 1e30].into()),
+            (s("a.bool"), vec![true, false, true].into()),
+            (
+                s("a.string"),
+                vec![s("a"), s(""), s("<image>"), s("ü")].into(),
+            ),
+            (s("a.u64"), vec![u64::MAX, 0].into()),
+            (s("a.i64"), vec![i64::MAX, -1].into()),
+            (s("a.f64"), vec![1.0f64, -0.0].into()),
+            (s("a.f32.empty"), MetaValue::Array(MetaArray::F32(vec![]))),
+            (
+                s("a.string.empty"),
+                MetaValue::Array(MetaArray::String(vec![])),
+            ),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.gguf");
+        let mut w = GgufWriter::new();
+        let meta = every_value_type();
+        for (k, v) in &meta {
+            w.add_kv(k, v.clone());
+        }
+        let shapes: [(&str, &[u64], GgmlType); 6] = [
+            ("token_embd.weight", &[16, 5], GgmlType::F32),
+            ("blk.0.attn_norm.weight", &[7], GgmlType::F16),
+            ("blk.0.ffn_up.weight", &[64, 3], GgmlType::Q8_0),
+            ("v.patch_embd.weight", &[2, 3, 4, 5], GgmlType::F16),
+            ("odd", &[3], GgmlType::F32),
+            ("output.weight", &[32], GgmlType::Q8_0),
+        ];
+        for (name, dims, ty) in shapes {
+            w.add_tensor(name, dims, ty).unwrap();
+        }
+        let infos = w.tensors().to_vec();
+        assert_eq!(infos[2].n_bytes, 2 * 34 * 3);
+        assert_eq!(w.metadata(), &meta[..]);
+
+        let written = w.write(&path, fill_pattern).unwrap();
+        assert_eq!(listing(dir.path()), vec!["model.gguf"]);
+        assert_eq!(written, std::fs::metadata(&path).unwrap().len());
+
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.version, 3);
+        assert_eq!(f.alignment, 32);
+        assert_eq!(f.metadata, meta);
+        assert_eq!(f.tensors, infos);
+        assert_eq!(f.file_size, written);
+        assert_eq!(f.data_offset % 32, 0);
+        for (i, t) in f.tensors.iter().enumerate() {
+            assert_eq!(t.offset % 32, 0, "{}", t.name);
+            assert_eq!(
+                f.read_tensor_bytes(t).unwrap(),
+                pattern(i, t.n_bytes),
+                "{}",
+                t.name
+            );
+            assert_eq!(f.tensor(&t.name), Some(t));
+        }
+        // the last tensor is padded too, as llama.cpp does
+        let last = f.tensors.last().unwrap();
+        assert_eq!(
+            f.file_size,
+            f.data_offset + align_up(last.offset + last.n_bytes, 32).unwrap()
+        );
+        assert_eq!(f.get_u64("v.u32"), Some(4_000_000_000));
+        assert_eq!(f.get_i64("v.i8"), Some(-100));
+        assert_eq!(f.get_str_array("a.string").unwrap()[3], "ü");
+        assert_eq!(f.n_params(), 80 + 7 + 192 + 120 + 3 + 32);
+    }
+
+    #[test]
+    fn alignment_from_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.gguf");
+        let mut w = GgufWriter::new();
+        w.add_tensor("x", &[3], GgmlType::F32).unwrap();
+        w.add_tensor("y", &[5], GgmlType::F16).unwrap();
+        assert_eq!(w.tensors()[1].offset, 32);
+        // added after the tensors: they are laid out again
+        w.add_kv("general.alignment", MetaValue::U32(128));
+        assert_eq!(w.alignment(), 128);
+        assert_eq!(w.tensors()[1].offset, 128);
+        w.add_tensor("z", &[1], GgmlType::F32).unwrap();
+        assert_eq!(w.tensors()[2].offset, 256);
+        let n = w.write(&path, fill_pattern).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.alignment, 128);
+        assert_eq!(f.data_offset % 128, 0);
+        assert_eq!(n % 128, 0);
+        assert_eq!(f.read_tensor_bytes(&f.tensors[2]).unwrap(), pattern(2, 4));
+    }
+
+    #[test]
+    fn exact_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("min.gguf");
+        let mut w = GgufWriter::new();
+        w.add_kv("a", MetaValue::U32(7));
+        w.add_tensor("t", &[2], GgmlType::F32).unwrap();
+        let n = w
+            .write(&path, |_, _, out| {
+                out.write_all(&1.0f32.to_le_bytes())?;
+                out.write_all(&2.0f32.to_le_bytes())
+            })
+            .unwrap();
+
+        let mut e: Vec<u8> = Vec::new();
+        e.extend_from_slice(b"GGUF");
+        e.extend_from_slice(&[3, 0, 0, 0]); // version
+        e.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // n_tensors
+        e.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // n_kv
+        e.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // key length
+        e.extend_from_slice(b"a");
+        e.extend_from_slice(&[4, 0, 0, 0]); // GGUF_TYPE_UINT32
+        e.extend_from_slice(&[7, 0, 0, 0]);
+        e.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]); // name length
+        e.extend_from_slice(b"t");
+        e.extend_from_slice(&[1, 0, 0, 0]); // n_dims
+        e.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]); // ne[0]
+        e.extend_from_slice(&[0, 0, 0, 0]); // GGML_TYPE_F32
+        e.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // offset
+        assert_eq!(e.len(), 74);
+        e.extend_from_slice(&[0; 22]); // padding to 96
+        e.extend_from_slice(&[0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0x40]); // 1.0f, 2.0f
+        e.extend_from_slice(&[0; 24]); // padding to 128
+        assert_eq!(std::fs::read(&path).unwrap(), e);
+        assert_eq!(n, 128);
+    }
+
+    fn one_tensor_writer() -> GgufWriter {
+        let mut w = GgufWriter::new();
+        w.add_kv("general.architecture", "qwen2".into());
+        w.add_tensor("first", &[4], GgmlType::F32).unwrap();
+        w.add_tensor("second", &[32, 2], GgmlType::Q8_0).unwrap();
+        w
+    }
+
+    #[test]
+    fn fill_with_wrong_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.gguf");
+        for delta in [-1i64, 1, -68, 1000] {
+            let r = one_tensor_writer().write(&path, |i, t, out| {
+                let n = if i == 1 {
+                    (t.n_bytes as i64 + delta) as u64
+                } else {
+                    t.n_bytes
+                };
+                out.write_all(&vec![9u8; n as usize])
+            });
+            match r {
+                Err(e @ GgufWriteError::TensorSize { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains("bad.gguf") && msg.contains("\"second\""),
+                        "{msg}"
+                    );
+                    let GgufWriteError::TensorSize {
+                        index,
+                        expected,
+                        written,
+                        ..
+                    } = e
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!((index, expected), (1, 68));
+                    assert_eq!(written as i64, 68 + delta);
+                }
+                other => panic!("delta {delta}: {other:?}"),
+            }
+            assert!(!path.exists());
+            assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+        }
+    }
+
+    #[test]
+    fn fill_error_and_panic_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.gguf");
+        let r = one_tensor_writer().write(&path, |i, _, _| {
+            if i == 0 {
+                Err(io::Error::other("source tensor unreadable"))
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            Err(e @ GgufWriteError::Fill { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("bad.gguf") && msg.contains("\"first\""),
+                    "{msg}"
+                );
+                assert!(msg.contains("source tensor unreadable"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(listing(dir.path()).is_empty());
+
+        let caught = std::panic::catch_unwind(|| {
+            let _ = one_tensor_writer().write(&path, |_, _, _| panic!("fill panicked"));
+        });
+        assert!(caught.is_err());
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn failed_write_keeps_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.gguf");
+        std::fs::write(&path, b"old").unwrap();
+        let r = one_tensor_writer().write(&path, |_, _, out| out.write_all(&[0]));
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        // and a successful write replaces it
+        let n = one_tensor_writer().write(&path, fill_pattern).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), n);
+        assert_eq!(listing(dir.path()), vec!["keep.gguf"]);
+    }
+
+    #[test]
+    fn bad_tensors_rejected() {
+        let mut w = GgufWriter::new();
+        w.add_tensor("w", &[4], GgmlType::F32).unwrap();
+        let e = w.add_tensor("w", &[8], GgmlType::F16).unwrap_err();
+        assert!(
+            matches!(e, GgufWriteError::DuplicateTensor { ref name } if name == "w"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("\"w\""));
+        let invalid = |r: Result<(), GgufWriteError>, needle: &str| match r {
+            Err(e @ GgufWriteError::InvalidTensor { .. }) => {
+                assert!(e.to_string().contains(needle), "{needle:?} not in {e}")
+            }
+            other => panic!("{other:?}"),
+        };
+        invalid(w.add_tensor("a", &[], GgmlType::F32), "0 dimensions");
+        invalid(
+            w.add_tensor("a", &[1, 1, 1, 1, 1], GgmlType::F32),
+            "5 dimensions",
+        );
+        invalid(w.add_tensor("a", &[4, 0], GgmlType::F32), "zero");
+        invalid(w.add_tensor("a", &[33], GgmlType::Q8_0), "block size 32");
+        invalid(w.add_tensor("a", &[255], GgmlType::Q4_K), "block size 256");
+        invalid(
+            w.add_tensor("a", &[u64::MAX / 2, 4], GgmlType::F32),
+            "too large",
+        );
+        invalid(w.add_tensor(&"n".repeat(64), &[4], GgmlType::F32), "63");
+        invalid(w.add_tensor("", &[4], GgmlType::F32), "empty");
+        // rejected tensors leave no trace
+        assert_eq!(w.tensors().len(), 1);
+        w.add_tensor("a", &[256], GgmlType::Q4_K).unwrap();
+        assert_eq!(w.tensors()[1].offset, 32);
+    }
+
+    #[test]
+    fn bad_metadata_reported_by_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.gguf");
+        let cases: [(&str, MetaValue, &str); 4] = [
+            ("dup", MetaValue::U32(1), "added twice"),
+            ("", MetaValue::U32(1), "empty"),
+            ("general.alignment", MetaValue::U64(64), "must be a u32"),
+            ("general.alignment", MetaValue::U32(24), "power of two"),
+        ];
+        for (key, value, needle) in cases {
+            let mut w = GgufWriter::new();
+            w.add_kv("dup", MetaValue::U32(0));
+            w.add_kv(key, value);
+            let e = w.write(&path, |_, _, _| Ok(())).unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, GgufWriteError::InvalidMetadata { .. }), "{e:?}");
+            assert!(msg.contains("m.gguf") && msg.contains(needle), "{msg}");
+            assert!(listing(dir.path()).is_empty());
+        }
+    }
+
+    #[test]
+    fn bad_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = GgufWriter::new().write(&dir.path().join("no/such/dir/x.gguf"), |_, _, _| Ok(()));
+        assert!(
+            matches!(e, Err(GgufWriteError::InvalidPath { .. })),
+            "{e:?}"
+        );
+        let e = GgufWriter::new().write(dir.path(), |_, _, _| Ok(()));
+        assert!(
+            matches!(e, Err(GgufWriteError::InvalidPath { .. })),
+            "{e:?}"
+        );
+        assert!(listing(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn reader_and_writer_agree_on_every_type() {
+        // One tensor of every ggml type, at the smallest legal row length.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.gguf");
+        let mut w = GgufWriter::new();
+        for t in GgmlType::ALL {
+            w.add_tensor(t.name(), &[t.block_size(), 2], t).unwrap();
+        }
+        w.write(&path, fill_pattern).unwrap();
+        let f = GgufFile::open(&path).unwrap();
+        for (i, t) in GgmlType::ALL.iter().enumerate() {
+            let info = &f.tensors[i];
+            assert_eq!(info.ggml_type, *t);
+            assert_eq!(info.n_bytes, 2 * t.type_size());
+            assert_eq!(f.read_tensor_bytes(info).unwrap(), pattern(i, info.n_bytes));
+        }
+        // read_tensor_bytes checks a hand-made info against the file size
+        let mut fake = f.tensors[0].clone();
+        fake.offset = f.file_size;
+        assert!(matches!(
+            f.read_tensor_bytes(&fake),
+            Err(GgufError::TensorOutOfBounds { .. })
+        ));
+    }
+}

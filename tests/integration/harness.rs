@@ -1,0 +1,135 @@
+//! Test harness: run the real binary, and make fixtures (synthetic models, images) once per
+//! test process in a shared temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Path of the `minicpmv` binary that Cargo built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_minicpmv"))
+}
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns self.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(0), "expected success, got {self:#?}");
+        self
+    }
+
+    /// Asserts exit code 2 with an `error:` message containing every `needle`, and no panic or
+    /// crash signature.
+    #[track_caller]
+    pub fn fails_with(self, needles: &[&str]) -> Run {
+        assert_eq!(self.code, Some(2), "expected exit code 2, got {self:#?}");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("RUST_BACKTRACE"),
+            "panic: {self:#?}"
+        );
+        for n in needles {
+            assert!(
+                self.stderr.contains(n),
+                "stderr lacks {n:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+
+    /// Parses stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `minicpmv ARGS...` with no standard input, an isolated MINICPMV_HOME, and returns its
+/// output.
+pub fn minicpmv<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(bin())
+        .args(args)
+        .env("MINICPMV_HOME", work_dir().join("home"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("cannot start the minicpmv binary");
+    Run::from_output(out)
+}
+
+/// A temporary folder shared by all tests of this process, removed at exit by the OS temp
+/// cleaner (kept on purpose for post-mortem reading when a test fails).
+pub fn work_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("minicpmv-tests-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("create test work dir");
+        d
+    })
+}
+
+/// A tiny synthetic pair for `version` (e.g. "2.6"), generated once per process with the real
+/// binary: `(model.gguf, mmproj.gguf)`.
+pub fn tiny_pair(version: &str) -> (PathBuf, PathBuf) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static PAIRS: OnceLock<Mutex<HashMap<String, (PathBuf, PathBuf)>>> = OnceLock::new();
+    let map = PAIRS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(version.to_string())
+        .or_insert_with(|| {
+            let dir = work_dir().join(format!("tiny-{version}"));
+            let d = dir.to_str().expect("utf-8 temp path");
+            minicpmv(["synth", "--version", version, "--scale", "tiny", "--out-dir", d]).ok();
+            (dir.join("model.gguf"), dir.join("mmproj.gguf"))
+        })
+        .clone()
+}
+
+/// A PNG test image of `w` x `h` (a deterministic colour gradient), made once per process.
+pub fn image(w: u32, h: u32) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let path = work_dir().join(format!("img-{w}x{h}.png"));
+    if !path.exists() {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 255 / w.max(1)) as u8,
+                (y * 255 / h.max(1)) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        let tmp = path.with_extension("png.tmp");
+        img.save_with_format(&tmp, image::ImageFormat::Png)
+            .expect("write test image");
+        std::fs::rename(&tmp, &path).expect("rename test image");
+    }
+    path
+}
+
+/// Writes `bytes` to a file named `name` in the work dir and returns its path.
+pub fn file_with(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = work_dir().join(name);
+    std::fs::write(&path, bytes).expect("write fixture");
+    path
+}
