@@ -16,8 +16,10 @@ pub const IMAGE_TOKENS: &[&str] = &["<image>", "</image>", "<slice>", "</slice>"
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
+    #[error("language model (-m): {0}")]
+    ModelFile(#[source] GgufError),
+    #[error("projector (--mmproj): {0}")]
+    ProjectorFile(#[source] GgufError),
     #[error("{} is a vision projector (mmproj) file, not a language model: pass it with --mmproj, and the language model with -m", path.display())]
     ProjectorAsModel { path: PathBuf },
     #[error("{} is a language model ({arch}), not a vision projector: pass it with -m, and the mmproj file with --mmproj", path.display())]
@@ -71,7 +73,7 @@ pub struct ProjectorFacts {
 
 /// Checks that `path` is a MiniCPM-V language model GGUF llama.cpp can load.
 pub fn check_model(path: &Path) -> Result<(GgufFile, ModelFacts), InputError> {
-    let f = GgufFile::open(path)?;
+    let f = GgufFile::open(path).map_err(InputError::ModelFile)?;
     let p = || path.to_path_buf();
     let arch = match f.kind() {
         FileKind::Projector => return Err(InputError::ProjectorAsModel { path: p() }),
@@ -81,13 +83,32 @@ pub fn check_model(path: &Path) -> Result<(GgufFile, ModelFacts), InputError> {
     if !TEXT_ARCHS.contains(&arch.as_str()) {
         return Err(InputError::UnsupportedArch { path: p(), arch });
     }
-    let n_embd = f
-        .get_u64(&format!("{arch}.embedding_length"))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| InputError::BadModel {
-            path: p(),
-            reason: format!("missing or invalid {arch}.embedding_length"),
-        })?;
+    let key = format!("{arch}.embedding_length");
+    let n_embd = match f.get(&key) {
+        None => {
+            return Err(InputError::BadModel {
+                path: p(),
+                reason: format!("missing {key}"),
+            })
+        }
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n,
+            Some(n) => {
+                return Err(InputError::BadModel {
+                    path: p(),
+                    reason: format!("{key} is {n}"),
+                })
+            }
+            None => {
+                return Err(InputError::KeyType {
+                    path: p(),
+                    key,
+                    found: value_kind(v),
+                    expected: "an unsigned integer",
+                })
+            }
+        },
+    };
     let tokens = f
         .get_str_array("tokenizer.ggml.tokens")
         .ok_or_else(|| InputError::BadModel {
@@ -153,7 +174,7 @@ fn value_kind(v: &MetaValue) -> &'static str {
 
 /// Checks that `path` is a MiniCPM-V projector GGUF that llama.cpp's clip loader accepts.
 pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputError> {
-    let f = GgufFile::open(path)?;
+    let f = GgufFile::open(path).map_err(InputError::ProjectorFile)?;
     let p = || path.to_path_buf();
     let bad = |reason: String| InputError::BadProjector { path: p(), reason };
     match f.kind() {
@@ -198,13 +219,17 @@ pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputE
         ))
     })?;
     for key in ["clip.vision.image_mean", "clip.vision.image_std"] {
-        if let Some(a) = f.get_f32_array(key) {
-            if a.len() < 3 {
-                return Err(bad(format!("{key} has {} values, 3 are needed", a.len())));
+        match f.get_f32_array(key) {
+            Some(a) if a.len() >= 3 => {}
+            Some(a) => return Err(bad(format!("{key} has {} values, 3 are needed", a.len()))),
+            None if f.get(key).is_some() => {
+                return Err(bad(format!("{key} must be an array of f32")))
             }
-        } else if f.get(key).is_some() {
-            return Err(bad(format!("{key} must be an array of f32")));
+            None => return Err(bad(format!("missing {key} (the image normalisation)"))),
         }
+    }
+    if f.get_u64("clip.vision.projection_dim").is_none() {
+        return Err(bad("missing clip.vision.projection_dim (llama.cpp requires it)".into()));
     }
     let need_u32 = |key: &str| {
         f.get_u64(key)
@@ -228,13 +253,15 @@ pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputE
         .ok_or_else(|| bad("missing tensor resampler.query (not a MiniCPM-V resampler)".into()))?;
     let n_embd = query.dims.first().copied().unwrap_or(0);
     let q_from_tensor = query.dims.get(1).copied().unwrap_or(0);
+    // As llama.cpp's clip loader: the key when present and non-zero, else 96 for version 2
+    // and 64 for later versions. The resampler graph reshapes by it and aborts on a mismatch.
     let query_num = f
         .get_u64("clip.minicpmv_query_num")
         .filter(|&q| q > 0)
-        .unwrap_or(q_from_tensor);
-    if n_embd == 0 || query_num == 0 || q_from_tensor != query_num {
+        .unwrap_or(if minicpmv_version == 2 { 96 } else { 64 });
+    if n_embd == 0 || q_from_tensor != query_num {
         return Err(bad(format!(
-            "resampler.query has shape {:?} but the projector declares {query_num} queries",
+            "resampler.query has shape {:?}, but the projector's metadata implies {query_num} queries per slice (clip.minicpmv_query_num, or the default of clip.minicpmv_version {minicpmv_version})",
             query.dims
         )));
     }

@@ -1348,7 +1348,7 @@ mod tests {
                 Some(u64::from(spec.query_tokens))
             );
             let vd = spec.vision.tiny;
-            assert_eq!(mp.tensors.len(), 5 + 16 * vd.n_layer as usize + 17, "{v}");
+            assert_eq!(mp.tensors.len(), 5 + 16 * vd.n_layer as usize + 18, "{v}");
             assert_eq!(mp.tensors.len(), p.mmproj.tensors.len());
             assert_eq!(mp.n_params(), out.vision_params);
             let proj = mp.tensor("resampler.proj.weight").expect("proj");

@@ -11,6 +11,8 @@ use minicpmv::family::{self, Version};
 use minicpmv::gguf::{FileKind, GgufFile, MetaValue};
 use minicpmv::inputs::IMAGE_TOKENS;
 
+use super::output::Stdout;
+
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A GGUF file: language model or mmproj.
@@ -54,11 +56,14 @@ struct Report {
 pub fn main(args: InspectArgs) -> Result<()> {
     let f = GgufFile::open(&args.file).context("cannot inspect")?;
     let report = build(&f);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print_text(&report);
-    }
+        render_text(&report)
+    };
+    let mut out = Stdout::default();
+    out.write_str(&text);
+    out.finish().context("writing to stdout")?;
     Ok(())
 }
 
@@ -152,40 +157,46 @@ fn human_count(n: u64) -> String {
     }
 }
 
-fn print_text(r: &Report) {
+fn render_text(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    // Writing into a String cannot fail: the results of writeln! are ignored.
     let kind = match r.kind {
         "language_model" => "language model",
         "projector" => "vision projector (mmproj)",
         _ => "unknown (no general.architecture)",
     };
-    println!("file:          {}", r.file.display());
-    println!(
+    let _ = writeln!(s, "file:          {}", r.file.display());
+    let _ = writeln!(
+        s,
         "size:          {} ({} bytes)",
         human_bytes(r.file_size),
         r.file_size
     );
-    println!("kind:          {kind}");
+    let _ = writeln!(s, "kind:          {kind}");
     if let Some(a) = &r.architecture {
-        println!("architecture:  {a}");
+        let _ = writeln!(s, "architecture:  {a}");
     }
     if let Some(n) = &r.name {
-        println!("name:          {n}");
+        let _ = writeln!(s, "name:          {n}");
     }
     if let Some(v) = r.minicpmv_version {
         let fam = r.model_family.as_deref().unwrap_or("unknown to this tool");
-        println!("MiniCPM-V:     version {v} ({fam})");
+        let _ = writeln!(s, "MiniCPM-V:     version {v} ({fam})");
     }
-    println!(
+    let _ = writeln!(
+        s,
         "parameters:    {} ({})",
         human_count(r.n_params),
         r.n_params
     );
-    println!("tensors:       {}", r.n_tensors);
+    let _ = writeln!(s, "tensors:       {}", r.n_tensors);
     if let Some(n) = r.n_vocab {
-        println!("vocabulary:    {n} tokens");
+        let _ = writeln!(s, "vocabulary:    {n} tokens");
     }
     if let Some(b) = r.has_image_tokens {
-        println!(
+        let _ = writeln!(
+            s,
             "image tokens:  {}",
             if b {
                 "present"
@@ -195,18 +206,20 @@ fn print_text(r: &Report) {
         );
     }
     if !r.hparams.is_empty() {
-        println!("hyper-parameters:");
+        let _ = writeln!(s, "hyper-parameters:");
         for (k, v) in &r.hparams {
-            println!("  {k} = {v}");
+            let _ = writeln!(s, "  {k} = {v}");
         }
     }
-    println!("tensor types:");
-    for (ty, s) in &r.tensor_types {
-        println!(
+    let _ = writeln!(s, "tensor types:");
+    for (ty, st) in &r.tensor_types {
+        let _ = writeln!(
+            s,
             "  {ty:<8} {:>5} tensors {:>12} params {:>12}",
-            s.tensors,
-            human_count(s.params),
-            human_bytes(s.bytes)
+            st.tensors,
+            human_count(st.params),
+            human_bytes(st.bytes)
         );
     }
+    s
 }

@@ -1,6 +1,6 @@
 //! Printing helpers shared by the commands: logger, errors, stdout that tolerates a closed pipe.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 
 /// Installs a minimal stderr logger: warnings always, everything with `-v`.
 pub fn init_logger(verbose: bool) {
@@ -52,11 +52,6 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         c.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
-}
-
-/// Whether progress output should be drawn: stderr is a terminal, or `--progress` forced it.
-pub fn show_progress(forced: bool) -> bool {
-    forced || io::stderr().is_terminal()
 }
 
 /// Writes to stdout and flushes; remembers a broken pipe so the caller can stop.

@@ -127,8 +127,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         if streaming {
             stdout.write_str(s)
         }
-    })
-    .context("run failed")?;
+    })?;
     if args.json {
         let json = JsonOut {
             model,

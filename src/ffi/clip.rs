@@ -33,6 +33,58 @@ pub enum ClipError {
         height: u32,
         message: String,
     },
+    /// llama.cpp's own preprocessing (the reference we compare with) refused or failed.
+    #[error("llama.cpp's reference {what} failed for a {width}x{height} image: {message}")]
+    Reference {
+        what: &'static str,
+        width: u32,
+        height: u32,
+        message: String,
+    },
+}
+
+/// One slice rectangle of [`LlamaSlicePlan`], in pixels of the refined image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlamaSliceRect {
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+}
+
+/// llama.cpp's slice instructions for one image size, as computed by its own
+/// `mtmd_image_preprocessor_llava_uhd::get_slice_instructions` (the reference for
+/// `crate::vision::plan_slices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlamaSlicePlan {
+    /// Size of the overview image.
+    pub overview: (u32, u32),
+    /// Size of the refined image the slices are cut from; `(0, 0)` when there are no slices.
+    pub refined: (u32, u32),
+    /// `(columns, rows)`; `(0, 0)` when there are no slices.
+    pub grid: (u32, u32),
+    /// Row-major slice rectangles (empty when there are no slices).
+    pub slices: Vec<LlamaSliceRect>,
+}
+
+/// One image of [`ClipProjector::llama_preprocess`]: width, height and `width*height*3`
+/// normalised floats (HWC).
+pub type LlamaImageF32 = (u32, u32, Vec<f32>);
+
+/// The largest image side llama.cpp's clip code accepts (`clip_image_size::area` asserts it).
+pub const LLAMA_MAX_IMAGE_SIDE: u32 = 46_000;
+
+/// More slices than llama.cpp ever makes (it hard-codes 9); a larger count is reported as an error.
+const MAX_ORACLE_SLICES: usize = 64;
+
+/// Owns an `mcv_preproc` result; freed on drop.
+struct Preproc(NonNull<shim::mcv_preproc>);
+
+impl Drop for Preproc {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from mcv_llama_preprocess and is freed exactly once.
+        unsafe { shim::mcv_preproc_free(self.0.as_ptr()) };
+    }
 }
 
 /// A loaded mmproj (`clip_ctx` behind the shim). Freed on drop.
@@ -138,6 +190,169 @@ impl ClipProjector {
         };
         if rc != 0 {
             return Err(enc_err(c_buf_to_string(&err)));
+        }
+        Ok(out)
+    }
+}
+
+/// Reference implementations: llama.cpp's own MiniCPM-V preprocessing, run through the shim.
+/// They are what our pure-Rust `crate::vision` code is tested against.
+impl ClipProjector {
+    fn check_reference_input(
+        &self,
+        what: &'static str,
+        width: u32,
+        height: u32,
+    ) -> Result<(i32, i32), ClipError> {
+        let err = |message: String| ClipError::Reference {
+            what,
+            width,
+            height,
+            message,
+        };
+        if !self.info.is_minicpmv {
+            return Err(err(
+                "the projector is not a MiniCPM-V resampler (llama.cpp uses another preprocessor)"
+                    .into(),
+            ));
+        }
+        if !(1..=LLAMA_MAX_IMAGE_SIDE).contains(&width)
+            || !(1..=LLAMA_MAX_IMAGE_SIDE).contains(&height)
+        {
+            return Err(err(format!(
+                "each side must be in 1..={LLAMA_MAX_IMAGE_SIDE} (llama.cpp asserts it)"
+            )));
+        }
+        // Both fit in i32 because they are at most 46000.
+        Ok((width as i32, height as i32))
+    }
+
+    /// llama.cpp's slice instructions for a `width` x `height` image
+    /// (`mtmd_image_preprocessor_llava_uhd::get_slice_instructions`, always at most 9 slices).
+    pub fn llama_slice_plan(&self, width: u32, height: u32) -> Result<LlamaSlicePlan, ClipError> {
+        const WHAT: &str = "slice plan";
+        let (w, h) = self.check_reference_input(WHAT, width, height)?;
+        let err = |message: String| ClipError::Reference {
+            what: WHAT,
+            width,
+            height,
+            message,
+        };
+        let mut plan = shim::mcv_slice_plan::default();
+        let mut rects = vec![shim::mcv_slice_rect::default(); MAX_ORACLE_SLICES];
+        let mut err_buf = [0 as std::os::raw::c_char; ERR_CAP];
+        // SAFETY: self.ptr is a valid projector (only read); plan is a valid out-parameter;
+        // rects holds rects.len() elements and the shim writes at most that many; err_buf has
+        // ERR_CAP bytes. w and h are in 1..=46000 (checked) and the projector is MiniCPM-V, so
+        // llama.cpp takes no asserting path; the shim catches all C++ exceptions.
+        let rc = unsafe {
+            shim::mcv_llama_slice_plan(
+                self.ptr.as_ptr(),
+                w,
+                h,
+                &mut plan,
+                rects.as_mut_ptr(),
+                rects.len(),
+                err_buf.as_mut_ptr(),
+                ERR_CAP,
+            )
+        };
+        if rc != 0 {
+            return Err(err(c_buf_to_string(&err_buf)));
+        }
+        let to_u32 = |v: i32, name: &str| {
+            u32::try_from(v).map_err(|_| err(format!("llama.cpp returned a negative {name}: {v}")))
+        };
+        let n = usize::try_from(plan.n_slices)
+            .ok()
+            .filter(|&n| n <= rects.len())
+            .ok_or_else(|| err(format!("bad slice count {}", plan.n_slices)))?;
+        let mut slices = Vec::with_capacity(n);
+        for r in &rects[..n] {
+            slices.push(LlamaSliceRect {
+                x: to_u32(r.x, "slice x")?,
+                y: to_u32(r.y, "slice y")?,
+                w: to_u32(r.w, "slice width")?,
+                h: to_u32(r.h, "slice height")?,
+            });
+        }
+        Ok(LlamaSlicePlan {
+            overview: (
+                to_u32(plan.overview_w, "overview width")?,
+                to_u32(plan.overview_h, "overview height")?,
+            ),
+            refined: (
+                to_u32(plan.refined_w, "refined width")?,
+                to_u32(plan.refined_h, "refined height")?,
+            ),
+            grid: (
+                to_u32(plan.grid_w, "grid width")?,
+                to_u32(plan.grid_h, "grid height")?,
+            ),
+            slices,
+        })
+    }
+
+    /// Runs llama.cpp's full MiniCPM-V `preprocess()` on a `width` x `height` RGB image
+    /// (`rgb.len() == width*height*3`, row-major). Returns the overview first, then the slices
+    /// in row-major order, each as normalised HWC floats.
+    pub fn llama_preprocess(
+        &self,
+        width: u32,
+        height: u32,
+        rgb: &[u8],
+    ) -> Result<Vec<LlamaImageF32>, ClipError> {
+        const WHAT: &str = "preprocessing";
+        let (w, h) = self.check_reference_input(WHAT, width, height)?;
+        let err = |message: String| ClipError::Reference {
+            what: WHAT,
+            width,
+            height,
+            message,
+        };
+        let need = width as usize * height as usize * 3;
+        if rgb.len() != need {
+            return Err(err(format!(
+                "{} bytes given, a {width}x{height} RGB image has {need}",
+                rgb.len()
+            )));
+        }
+        let mut err_buf = [0 as std::os::raw::c_char; ERR_CAP];
+        // SAFETY: self.ptr is a valid projector (only read); rgb holds exactly rgb.len() bytes,
+        // which equals w*h*3 (checked above); err_buf has ERR_CAP bytes; w and h are in
+        // 1..=46000 and the projector is MiniCPM-V (checked). The shim catches all C++
+        // exceptions (e.g. llama.cpp's "resize target out of range") and returns NULL then.
+        let raw = unsafe {
+            shim::mcv_llama_preprocess(
+                self.ptr.as_ptr(),
+                rgb.as_ptr(),
+                rgb.len(),
+                w,
+                h,
+                err_buf.as_mut_ptr(),
+                ERR_CAP,
+            )
+        };
+        let pp = Preproc(NonNull::new(raw).ok_or_else(|| err(c_buf_to_string(&err_buf)))?);
+        // SAFETY: pp.0 is a valid mcv_preproc until pp is dropped.
+        let count = unsafe { shim::mcv_preproc_count(pp.0.as_ptr()) };
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for i in 0..count.max(0) {
+            let (mut iw, mut ih) = (0i32, 0i32);
+            // SAFETY: valid handle, i < count, iw/ih are valid out-parameters.
+            let rc = unsafe { shim::mcv_preproc_size(pp.0.as_ptr(), i, &mut iw, &mut ih) };
+            let (iw, ih) = match (rc, u32::try_from(iw), u32::try_from(ih)) {
+                (0, Ok(a), Ok(b)) => (a, b),
+                _ => return Err(err(format!("cannot read the size of image {i}"))),
+            };
+            let mut buf = vec![0f32; iw as usize * ih as usize * 3];
+            // SAFETY: valid handle, i < count; buf holds exactly buf.len() floats and the shim
+            // checks that this equals the image's element count before writing.
+            let rc = unsafe { shim::mcv_preproc_copy(pp.0.as_ptr(), i, buf.as_mut_ptr(), buf.len()) };
+            if rc != 0 {
+                return Err(err(format!("cannot copy image {i} ({iw}x{ih})")));
+            }
+            out.push((iw, ih, buf));
         }
         Ok(out)
     }

@@ -14,8 +14,11 @@ pub mod mtmd;
 mod sampler;
 
 pub use backend::{init_backend, set_verbose};
-pub use batch::Batch;
-pub use clip::{ClipInfo, ClipProjector};
+pub use batch::{Batch, BatchError};
+pub use clip::{
+    ClipError, ClipInfo, ClipProjector, LlamaImageF32, LlamaSlicePlan, LlamaSliceRect,
+    LLAMA_MAX_IMAGE_SIDE,
+};
 pub use context::{Context, ContextParams, DecodeError};
 pub use model::{apply_chat_template, LoadParams, Model, ModelLoadError, Token};
 pub use sampler::{Sampler, SamplerParams};

@@ -134,6 +134,19 @@ impl Model {
         unsafe { sys::llama_vocab_get_add_bos(self.vocab()) }
     }
 
+    /// Whether the tokenizer adds an EOS token at the end of a sequence.
+    pub fn add_eos(&self) -> bool {
+        // SAFETY: self.vocab is valid.
+        unsafe { sys::llama_vocab_get_add_eos(self.vocab()) }
+    }
+
+    /// The EOS token, if the vocabulary has one.
+    pub fn eos(&self) -> Option<Token> {
+        // SAFETY: self.vocab is valid.
+        let t = unsafe { sys::llama_vocab_eos(self.vocab()) };
+        (t >= 0).then_some(t)
+    }
+
     /// The BOS token, if the vocabulary has one.
     pub fn bos(&self) -> Option<Token> {
         // SAFETY: self.vocab is valid.

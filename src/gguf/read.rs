@@ -1126,25 +1126,3 @@ mod tests {
         assert_eq!(GgufFile::open(&path).unwrap().kind(), FileKind::Unknown);
     }
 }
-#[cfg(test)]
-mod tmp_real {
-    #[test]
-    fn tmp_real_file() {
-        let p = std::path::Path::new("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/llama-cpp-2-0.1.160/src/gguf/ggml-vocab-bert-bge.gguf");
-        let f = super::GgufFile::open(p).unwrap();
-        eprintln!("v{} align {} data_offset {} size {} kvs {} tensors {} kind {:?}", f.version, f.alignment, f.data_offset, f.file_size, f.metadata.len(), f.tensors.len(), f.kind());
-        for (k, v) in &f.metadata { let s = format!("{v:?}"); eprintln!("  {k}: {} {}", v.type_name(), &s[..s.len().min(80)]); }
-        for t in f.tensors.iter().take(5) { eprintln!("  {t:?}"); }
-        // write it back with our writer and compare bytes
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("copy.gguf");
-        let mut w = crate::gguf::GgufWriter::new();
-        for (k, v) in &f.metadata { w.add_kv(k, v.clone()); }
-        for t in &f.tensors { w.add_tensor(&t.name, &t.dims, t.ggml_type).unwrap(); }
-        w.write(&out, |_, t, o| o.write_all(&f.read_tensor_bytes(t).unwrap())).unwrap();
-        let a = std::fs::read(p).unwrap(); let b = std::fs::read(&out).unwrap();
-        eprintln!("identical: {} ({} vs {}), prefix identical: {}", a == b, a.len(), b.len(), b[..a.len()] == a[..]);
-        std::fs::copy(&out, "/tmp/gguf_copy.gguf").unwrap();
-    }
-    use std::io::Write;
-}

@@ -1,9 +1,9 @@
 //! Decoding an image file into 8-bit RGB, with limits against decompression bombs.
 
-use std::io::BufReader;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageDecoder, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 /// Default pixel limit: 64 megapixels.
 pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
@@ -71,18 +71,25 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
     if meta.len() == 0 {
         return Err(ImageError::Empty { path: p() });
     }
-    let file = std::fs::File::open(path).map_err(|e| ImageError::Io {
+    let bytes = std::fs::read(path).map_err(|e| ImageError::Io {
         path: p(),
         source: e,
     })?;
-    let reader = ImageReader::new(BufReader::new(file))
+    let reader = ImageReader::new(Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Io {
             path: p(),
             source: e,
         })?;
-    if reader.format().is_none() {
-        return Err(ImageError::UnknownFormat { path: p() });
+    match reader.format() {
+        None => return Err(ImageError::UnknownFormat { path: p() }),
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+            return Err(ImageError::Decode {
+                path: p(),
+                reason: "the JPEG data ends before its end-of-image marker".into(),
+            })
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(|e| ImageError::Decode {
         path: p(),
@@ -120,4 +127,37 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
         height,
         rgb: rgb.into_raw(),
     })
+}
+
+/// Whether a JPEG file holds its whole image: an end-of-image marker (FF D9) after the last
+/// start-of-scan (FF DA). JPEG decoders fill a truncated scan with grey without an error, so a
+/// cut file would otherwise reach the model silently. (Inside entropy-coded data an FF byte is
+/// always followed by 00 or a restart marker, so FF D9 cannot occur there; data appended after
+/// the end marker is allowed.)
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        (None, Some(_)) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_completeness_needs_an_end_marker_after_the_last_scan() {
+        let sos = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x01, 0xFF, 0x00, 0x12];
+        assert!(!jpeg_is_complete(&sos));
+        let mut full = sos.to_vec();
+        full.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(jpeg_is_complete(&full));
+        full.extend_from_slice(b"trailing data");
+        assert!(jpeg_is_complete(&full));
+        // An embedded thumbnail's end marker before the main scan does not count.
+        let thumb_then_cut = [0xFF, 0xD8, 0xFF, 0xD9, 0xFF, 0xDA, 0x00, 0x10];
+        assert!(!jpeg_is_complete(&thumb_then_cut));
+    }
 }

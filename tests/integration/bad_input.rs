@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use minicpmv::gguf::{GgufFile, GgufWriter, MetaArray, MetaValue, TensorInfo};
 
-use crate::harness::{bin, image, tiny_pair, work_dir, Run};
+use crate::harness::{bin, file_with, image, tiny_pair, work_dir, Run};
 
 /// A run still going after this long is a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(120);
@@ -174,8 +174,9 @@ fn fixture_dir() -> PathBuf {
 
 /// Writes `bytes` to `name` in the fixture folder.
 fn fixture(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = fixture_dir().join(name);
-    std::fs::write(&path, bytes).expect("write fixture");
+    let dir = fixture_dir();
+    let path = file_with(&format!("bad_input/{name}"), bytes);
+    debug_assert!(path.starts_with(dir));
     path
 }
 

@@ -7,10 +7,12 @@
 #include "clip.h"
 #include "clip-impl.h"
 #include "clip-model.h"
+#include "mtmd-image.h"
 
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <vector>
 
 struct mcv_clip {
@@ -126,4 +128,155 @@ extern "C" void mcv_clip_free(mcv_clip * clip) {
         clip_free(clip->ctx);
         delete clip;
     }
+}
+
+// ---- llama.cpp's own MiniCPM-V preprocessing (reference / oracle) ---------------------------
+//
+// mtmd (tools/mtmd/mtmd.cpp, init_vision) uses mtmd_image_preprocessor_llava_uhd for
+// PROJECTOR_TYPE_MINICPMV; we instantiate the same class over the same clip_hparams.
+
+static const int32_t MCV_MAX_SIDE = 46000; // clip_image_size::area() GGML_ASSERTs sides <= 46000
+
+static bool mcv_check_minicpmv(const mcv_clip * clip, char * err, size_t err_cap) {
+    if (clip == nullptr || clip->ctx == nullptr) {
+        set_err(err, err_cap, "null projector");
+        return false;
+    }
+    if (clip_get_projector_type(clip->ctx) != PROJECTOR_TYPE_MINICPMV) {
+        set_err(err, err_cap, "the projector is not a MiniCPM-V resampler (llama.cpp uses another preprocessor)");
+        return false;
+    }
+    return true;
+}
+
+static bool mcv_check_size(int32_t w, int32_t h, char * err, size_t err_cap) {
+    if (w < 1 || h < 1 || w > MCV_MAX_SIDE || h > MCV_MAX_SIDE) {
+        char msg[160];
+        std::snprintf(msg, sizeof(msg), "image size %dx%d is outside 1..=%d per side", w, h, MCV_MAX_SIDE);
+        set_err(err, err_cap, msg);
+        return false;
+    }
+    return true;
+}
+
+extern "C" int32_t mcv_llama_slice_plan(const mcv_clip * clip, int32_t w, int32_t h, mcv_slice_plan * out,
+                                        mcv_slice_rect * slices, size_t slices_cap, char * err, size_t err_cap) {
+    try {
+        if (out == nullptr || (slices == nullptr && slices_cap > 0)) {
+            set_err(err, err_cap, "null output buffer");
+            return 1;
+        }
+        std::memset(out, 0, sizeof(*out));
+        if (!mcv_check_size(w, h, err, err_cap)) {
+            return 1;
+        }
+        if (!mcv_check_minicpmv(clip, err, err_cap)) {
+            return 3;
+        }
+        mtmd_image_preprocessor_llava_uhd pre(clip->ctx);
+        const auto inst = pre.get_slice_instructions(clip_image_size{w, h});
+        out->overview_w = inst.overview_size.width;
+        out->overview_h = inst.overview_size.height;
+        out->refined_w = inst.refined_size.width;
+        out->refined_h = inst.refined_size.height;
+        out->grid_w = inst.grid_size.width;
+        out->grid_h = inst.grid_size.height;
+        out->n_slices = (int32_t) inst.slices.size();
+        for (size_t i = 0; i < inst.slices.size() && i < slices_cap; i++) {
+            const auto & s = inst.slices[i];
+            slices[i] = mcv_slice_rect{s.x, s.y, s.size.width, s.size.height};
+        }
+        if (inst.slices.size() > slices_cap) {
+            char msg[128];
+            std::snprintf(msg, sizeof(msg), "%zu slices do not fit in a buffer of %zu", inst.slices.size(), slices_cap);
+            set_err(err, err_cap, msg);
+            return 2;
+        }
+        return 0;
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while planning slices");
+    }
+    return 3;
+}
+
+struct mcv_preproc {
+    std::vector<int32_t> widths;
+    std::vector<int32_t> heights;
+    std::vector<std::vector<float>> bufs;
+
+    void push(const clip_image_f32 & img) {
+        widths.push_back(img.nx());
+        heights.push_back(img.ny());
+        bufs.push_back(img.get_ro_buf()); // throws for a placeholder image
+    }
+};
+
+extern "C" mcv_preproc * mcv_llama_preprocess(const mcv_clip * clip, const uint8_t * rgb, size_t rgb_len,
+                                              int32_t w, int32_t h, char * err, size_t err_cap) {
+    try {
+        if (rgb == nullptr) {
+            set_err(err, err_cap, "null pixel buffer");
+            return nullptr;
+        }
+        if (!mcv_check_size(w, h, err, err_cap)) {
+            return nullptr;
+        }
+        const size_t need = (size_t) w * (size_t) h * 3;
+        if (rgb_len != need) {
+            char msg[160];
+            std::snprintf(msg, sizeof(msg), "pixel buffer holds %zu bytes, a %dx%d RGB image needs %zu", rgb_len, w, h, need);
+            set_err(err, err_cap, msg);
+            return nullptr;
+        }
+        if (!mcv_check_minicpmv(clip, err, err_cap)) {
+            return nullptr;
+        }
+        clip_image_u8 img;
+        img.set_size(clip_image_size{w, h}, false);
+        img.cpy_buf(std::vector<uint8_t>(rgb, rgb + need));
+        mtmd_image_preprocessor_llava_uhd pre(clip->ctx);
+        mtmd_image_preproc_out res = pre.preprocess(img);
+        auto pp = std::make_unique<mcv_preproc>();
+        pp->push(res.overview);
+        for (const auto & e : res.entries) {
+            pp->push(e);
+        }
+        return pp.release();
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while preprocessing");
+    }
+    return nullptr;
+}
+
+extern "C" int32_t mcv_preproc_count(const mcv_preproc * pp) {
+    return pp == nullptr ? 0 : (int32_t) pp->bufs.size();
+}
+
+extern "C" int32_t mcv_preproc_size(const mcv_preproc * pp, int32_t i, int32_t * w, int32_t * h) {
+    if (pp == nullptr || w == nullptr || h == nullptr || i < 0 || (size_t) i >= pp->bufs.size()) {
+        return 1;
+    }
+    *w = pp->widths[(size_t) i];
+    *h = pp->heights[(size_t) i];
+    return 0;
+}
+
+extern "C" int32_t mcv_preproc_copy(const mcv_preproc * pp, int32_t i, float * out, size_t out_len) {
+    if (pp == nullptr || out == nullptr || i < 0 || (size_t) i >= pp->bufs.size()) {
+        return 1;
+    }
+    const auto & buf = pp->bufs[(size_t) i];
+    if (buf.size() != out_len) {
+        return 2;
+    }
+    std::memcpy(out, buf.data(), out_len * sizeof(float));
+    return 0;
+}
+
+extern "C" void mcv_preproc_free(mcv_preproc * pp) {
+    delete pp;
 }

@@ -51,6 +51,59 @@ int32_t mcv_clip_encode(mcv_clip * clip, int32_t n_threads, const float * pixels
 
 void mcv_clip_free(mcv_clip * clip);
 
+/* ---- llama.cpp's own MiniCPM-V preprocessing, exposed as a reference (oracle) -------------
+ *
+ * These run llama.cpp's `mtmd_image_preprocessor_llava_uhd` (tools/mtmd/mtmd-image.cpp) — the
+ * class mtmd instantiates for PROJECTOR_TYPE_MINICPMV — over the projector's clip_hparams. They
+ * exist so that tests (and a `slice-plan` cross-check) can compare our pure-Rust slicing and
+ * preprocessing with llama.cpp's. They fail (non-zero / NULL) unless the projector is a
+ * MiniCPM-V resampler; sizes must be in 1..=46000 (llama.cpp's clip_image_size limit). */
+
+typedef struct mcv_slice_rect {
+    int32_t x;
+    int32_t y;
+    int32_t w;
+    int32_t h;
+} mcv_slice_rect;
+
+typedef struct mcv_slice_plan {
+    int32_t overview_w; /* size of the downscaled overview image */
+    int32_t overview_h;
+    int32_t refined_w;  /* size of the image right before slicing; 0 when there are no slices */
+    int32_t refined_h;
+    int32_t grid_w;     /* columns; 0 when there are no slices */
+    int32_t grid_h;     /* rows */
+    int32_t n_slices;   /* total number of slices (may exceed the caller's capacity) */
+} mcv_slice_plan;
+
+/* llama.cpp's slice instructions (get_slice_instructions) for a w x h image. Writes the plan to
+ * `out` and up to `slices_cap` rectangles (row-major) to `slices` (may be NULL when the cap is 0).
+ * Returns 0 on success, 1 on invalid arguments, 2 when more than slices_cap slices exist
+ * (out->n_slices tells how many), 3 on a C++ exception or a non-MiniCPM-V projector. */
+int32_t mcv_llama_slice_plan(const mcv_clip * clip, int32_t w, int32_t h, mcv_slice_plan * out,
+                             mcv_slice_rect * slices, size_t slices_cap, char * err, size_t err_cap);
+
+/* The result of llama.cpp's full preprocess(): image 0 is the overview, then the slices in
+ * row-major order; each image is normalised float HWC (3 floats per pixel). */
+typedef struct mcv_preproc mcv_preproc;
+
+/* Runs llama.cpp's preprocess() on a w x h RGB u8 image (`rgb` holds rgb_len = w*h*3 bytes,
+ * row-major RGB). Returns NULL on failure with a message in err. Free with mcv_preproc_free. */
+mcv_preproc * mcv_llama_preprocess(const mcv_clip * clip, const uint8_t * rgb, size_t rgb_len,
+                                   int32_t w, int32_t h, char * err, size_t err_cap);
+
+/* Number of images held (1 + number of slices). */
+int32_t mcv_preproc_count(const mcv_preproc * pp);
+
+/* Size of image i; returns 0 on success, non-zero when i is out of range. */
+int32_t mcv_preproc_size(const mcv_preproc * pp, int32_t i, int32_t * w, int32_t * h);
+
+/* Copies image i (w*h*3 floats) into out, which must hold exactly out_len = w*h*3 floats.
+ * Returns 0 on success, non-zero on a bad index or length (nothing is written then). */
+int32_t mcv_preproc_copy(const mcv_preproc * pp, int32_t i, float * out, size_t out_len);
+
+void mcv_preproc_free(mcv_preproc * pp);
+
 #ifdef __cplusplus
 }
 #endif
