@@ -15,6 +15,8 @@ pub mod ffi;
 pub mod generate;
 pub mod gguf;
 pub mod inputs;
+pub mod layout;
+pub mod native;
 pub mod prompt;
 pub mod run;
 pub mod synth;

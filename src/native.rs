@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::ffi::{Batch, ClipProjector, Context, DecodeError, Model, Token};
 use crate::layout::{image_layout, LayoutItem, LayoutStyle, LAYOUT_TOKENS};
-use crate::vision::{plan_slices, preprocess, LoadedImage, SliceError, SliceParams, SlicePlan};
+use crate::vision::{
+    plan_slices, preprocess, LoadedImage, PreprocessError, SliceError, SliceParams, SlicePlan,
+};
 
 /// Why the native pipeline failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +16,8 @@ use crate::vision::{plan_slices, preprocess, LoadedImage, SliceError, SliceParam
 pub enum NativeError {
     #[error(transparent)]
     Slice(#[from] SliceError),
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
     #[error(transparent)]
     Clip(#[from] crate::ffi::ClipError),
     #[error(transparent)]
@@ -65,7 +69,7 @@ pub fn encode_image(
     let params = slice_params(projector, max_slices);
     let plan = plan_slices(image.width, image.height, &params)?;
     let info = *projector.info();
-    let pre = preprocess(image, &plan, info.image_mean, info.image_std);
+    let pre = preprocess(image, &plan, info.image_mean, info.image_std)?;
     let total = 1 + pre.slices.len();
     let mut chunks = Vec::with_capacity(total);
     let mut encode_secs = Vec::with_capacity(total);
@@ -150,7 +154,7 @@ pub fn build_sequence(
     layout: &LayoutTokens,
 ) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
-    let mut push_tokens = |out: &mut Vec<Segment>, toks: &[Token]| {
+    let push_tokens = |out: &mut Vec<Segment>, toks: &[Token]| {
         if toks.is_empty() {
             return;
         }

@@ -1,4 +1,9 @@
 //! One single-turn run: model + projector + images + prompt in, streamed text out.
+//!
+//! Two image pipelines produce the same model input (the parity tests prove it):
+//! - [`Pipeline::Native`] (default): slices planned and preprocessed in Rust, one projector call
+//!   per slice through our shim, embeddings placed with the version's layout (src/native.rs);
+//! - [`Pipeline::LlamaCpp`]: llama.cpp's own mtmd pipeline, the reference.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -7,12 +12,26 @@ use serde::Serialize;
 
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
-    Context, ContextParams, DecodeError, LoadParams, Model, Sampler, SamplerParams, Token,
+    ClipProjector, Context, ContextParams, DecodeError, LoadParams, Model, Sampler,
+    SamplerParams, Token,
 };
 use crate::generate::{generate, StopReason};
 use crate::inputs::{check_pair, InputError, PairFacts};
+use crate::layout::{n_layout_tokens, LayoutStyle};
+use crate::native::{self, ImageEmbeddings, LayoutTokens, NativeError, Segment};
 use crate::prompt::{self, Message};
-use crate::vision::{load_image, ImageError, LoadedImage};
+use crate::vision::{load_image, plan_slices, ImageError, LoadedImage, SliceError, SlicePlan};
+
+/// Which implementation turns images into model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Pipeline {
+    /// Ours: Rust slicing and preprocessing, one projector call per slice.
+    #[serde(rename = "native")]
+    Native,
+    /// llama.cpp's mtmd (fixed at 9 slices), kept as the reference.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+}
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -30,9 +49,27 @@ pub struct RunConfig {
     /// Largest batch per decode call.
     pub n_batch: u32,
     pub max_image_pixels: u64,
-    /// Run llama.cpp's warm-up encode when loading the projector.
+    /// Slices per image at most (1..=9; 1 = overview only). The llama.cpp pipeline only does 9.
+    pub max_slices: u32,
+    pub pipeline: Pipeline,
+    /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
     pub warmup: bool,
     pub load: LoadParams,
+}
+
+/// What a run reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event<'a> {
+    /// Generated text, as it streams.
+    Text(&'a str),
+    /// Image encoding starts: `total` projector calls ahead.
+    EncodeStart { total: usize },
+    /// One projector call finished.
+    ChunkEncoded {
+        done: usize,
+        total: usize,
+        secs: f64,
+    },
 }
 
 /// Wall-clock figures of a run, in seconds (rates in tokens per second).
@@ -42,6 +79,8 @@ pub struct Timings {
     pub load_secs: f64,
     /// Encoding the images with the projector.
     pub image_encode_secs: f64,
+    /// Seconds of each projector call, in order (native pipeline).
+    pub chunk_encode_secs: Vec<f64>,
     /// Language-model prefill of the prompt (text and image embeddings), encode excluded.
     pub prompt_secs: f64,
     pub prompt_tokens_per_sec: f64,
@@ -55,6 +94,7 @@ pub struct Timings {
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunOutput {
+    pub pipeline: Pipeline,
     pub text: String,
     /// Generated token ids.
     pub token_ids: Vec<Token>,
@@ -64,8 +104,10 @@ pub struct RunOutput {
     pub n_image_tokens: usize,
     /// Text tokens that the image layout adds around the embeddings (`<image>`, `<slice>`, ...).
     pub n_image_layout_tokens: usize,
-    /// Projector calls: overview plus slices, over all images.
+    /// Image chunks (overview plus slices, over all images).
     pub n_image_chunks: usize,
+    /// Projector calls actually made.
+    pub n_projector_calls: usize,
     pub stop: StopReason,
     pub timings: Timings,
 }
@@ -78,13 +120,19 @@ pub enum RunError {
     Input(#[from] InputError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("{}: {source}", path.display())]
+    Slice { path: PathBuf, source: SliceError },
     #[error(transparent)]
     ModelLoad(#[from] crate::ffi::ModelLoadError),
     #[error(transparent)]
+    Clip(#[from] crate::ffi::ClipError),
+    #[error(transparent)]
     Mtmd(#[from] mtmd::MtmdError),
     #[error(transparent)]
+    Native(#[from] NativeError),
+    #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}: raise -c or use a smaller image")]
+    #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}: raise -c, lower --max-slices or use a smaller image")]
     ContextTooSmall {
         needed: usize,
         n_text: usize,
@@ -93,17 +141,25 @@ pub enum RunError {
     },
     #[error("the prompt has {markers} image placeholders but {images} images were given")]
     MarkerCount { markers: usize, images: usize },
+    #[error("--max-slices {0} needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
+    MaxSlicesNeedsNative(u32),
     #[error("no prompt and no image: nothing to run")]
     Nothing,
     #[error("could not create the sampler")]
     Sampler,
 }
 
-/// Runs the model once, streaming generated text to `on_text`.
-pub fn run(cfg: &RunConfig, on_text: &mut dyn FnMut(&str)) -> Result<RunOutput, RunError> {
-    let t_start = Instant::now();
+/// The prompt after checks: files, images and chat formatting.
+struct Prepared {
+    facts: PairFacts,
+    images: Vec<LoadedImage>,
+    formatted: String,
+    marker: String,
+}
+
+fn prepare(cfg: &RunConfig) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
-    let facts: PairFacts = check_pair(&cfg.model, &cfg.mmproj)?;
+    let facts = check_pair(&cfg.model, &cfg.mmproj)?;
     let images: Vec<LoadedImage> = cfg
         .images
         .iter()
@@ -112,92 +168,81 @@ pub fn run(cfg: &RunConfig, on_text: &mut dyn FnMut(&str)) -> Result<RunOutput, 
     if cfg.prompt.is_empty() && images.is_empty() {
         return Err(RunError::Nothing);
     }
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.max_slices != 9 {
+        return Err(RunError::MaxSlicesNeedsNative(cfg.max_slices));
+    }
     let marker = mtmd::default_marker();
-    let content = prompt::user_content(facts.projector.version, &cfg.prompt, images.len(), &marker)
-        .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    let content = prompt::user_content(
+        facts.projector.version,
+        &cfg.prompt,
+        images.len(),
+        &marker,
+    )
+    .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
     let formatted = prompt::format_chat(
         facts.projector.version,
         facts.model.chat_template.as_deref(),
         &[Message::user(content)],
         true,
     );
+    Ok(Prepared {
+        facts,
+        images,
+        formatted,
+        marker,
+    })
+}
 
+/// What the prefill of either pipeline produced.
+struct Prefilled {
+    n_past: i32,
+    n_prompt_tokens: usize,
+    n_image_tokens: usize,
+    n_image_layout_tokens: usize,
+    n_image_chunks: usize,
+    n_projector_calls: usize,
+    load_secs: f64,
+    encode_secs: Vec<f64>,
+    prompt_secs: f64,
+}
+
+/// Runs the model once; `on_event` receives the generated text as it streams and progress.
+pub fn run(cfg: &RunConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunOutput, RunError> {
+    let t_start = Instant::now();
+    let prep = prepare(cfg)?;
     let t_load = Instant::now();
     let model = Model::load(&cfg.model, cfg.load)?;
-    let mut mtmd = Mtmd::load(&cfg.mmproj, &model, cfg.n_threads, cfg.warmup)?;
-    let load_secs = t_load.elapsed().as_secs_f64();
-
-    let rgb: Vec<RgbImage<'_>> = images
-        .iter()
-        .map(|i| RgbImage {
-            width: i.width,
-            height: i.height,
-            data: &i.rgb,
-        })
-        .collect();
-    let chunks = mtmd.tokenize(&formatted, &rgb, true)?;
-    let infos = chunks.infos();
-    let (mut n_text_in_chunks, mut n_image_tokens, mut n_image_pos, mut n_image_chunks) =
-        (0usize, 0usize, 0usize, 0usize);
-    for info in &infos {
-        match info {
-            ChunkInfo::Text(t) => n_text_in_chunks += t.len(),
-            ChunkInfo::Image { n_tokens, n_pos } => {
-                n_image_tokens += n_tokens;
-                n_image_pos += usize::try_from(*n_pos).unwrap_or(0);
-                n_image_chunks += 1;
-            }
-        }
-    }
-    // Text tokens of the prompt itself (the text between images, tokenized part by part as
-    // mtmd does); the rest of the text chunks is image layout.
-    let n_user_text: usize = formatted
-        .split(marker.as_str())
-        .enumerate()
-        .map(|(i, part)| model.tokenize(part, i == 0, true).len())
-        .sum();
-    let n_image_layout_tokens = n_text_in_chunks.saturating_sub(n_user_text);
-    let n_prompt_tokens = n_text_in_chunks + n_image_pos;
-
-    let n_ctx = cfg.n_ctx;
-    if n_prompt_tokens >= n_ctx as usize {
-        return Err(RunError::ContextTooSmall {
-            needed: n_prompt_tokens + 1,
-            n_text: n_text_in_chunks,
-            n_image: n_image_pos,
-            n_ctx,
-        });
-    }
-    let mut ctx = Context::new(
-        &model,
-        ContextParams {
-            n_ctx,
-            n_batch: cfg.n_batch,
-            n_threads: cfg.n_threads,
-            n_threads_batch: cfg.n_threads,
-        },
-    )?;
-    let t_prefill = Instant::now();
-    let (n_past, encode_secs) = mtmd.eval(&mut ctx, &chunks, 0, cfg.n_batch as i32)?;
-    let prefill_total = t_prefill.elapsed().as_secs_f64();
-    let prompt_secs = (prefill_total - encode_secs).max(0.0);
+    let mut load_secs = t_load.elapsed().as_secs_f64();
+    let ctx_params = ContextParams {
+        n_ctx: cfg.n_ctx,
+        n_batch: cfg.n_batch,
+        n_threads: cfg.n_threads,
+        n_threads_batch: cfg.n_threads,
+    };
+    let (mut ctx, pre) = match cfg.pipeline {
+        Pipeline::Native => prefill_native(cfg, &prep, &model, ctx_params, on_event)?,
+        Pipeline::LlamaCpp => prefill_llama_cpp(cfg, &prep, &model, ctx_params)?,
+    };
+    load_secs += pre.load_secs;
 
     let mut sampler = Sampler::new(&cfg.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
+    let mut on_text = |s: &str| on_event(Event::Text(s));
     let gen = generate(
         &model,
         &mut ctx,
         &mut sampler,
-        n_past,
+        pre.n_past,
         cfg.n_predict,
-        on_text,
+        &mut on_text,
     )?;
     let total_secs = t_start.elapsed().as_secs_f64();
     let n_gen = gen.token_ids.len();
     let timings = Timings {
         load_secs,
-        image_encode_secs: encode_secs,
-        prompt_secs,
-        prompt_tokens_per_sec: rate(n_prompt_tokens, prompt_secs),
+        image_encode_secs: pre.encode_secs.iter().sum(),
+        chunk_encode_secs: pre.encode_secs,
+        prompt_secs: pre.prompt_secs,
+        prompt_tokens_per_sec: rate(pre.n_prompt_tokens, pre.prompt_secs),
         time_to_first_token_secs: gen
             .first_token_at
             .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64()),
@@ -206,15 +251,194 @@ pub fn run(cfg: &RunConfig, on_text: &mut dyn FnMut(&str)) -> Result<RunOutput, 
         total_secs,
     };
     Ok(RunOutput {
+        pipeline: cfg.pipeline,
         text: gen.text,
         token_ids: gen.token_ids,
-        n_prompt_tokens,
-        n_image_tokens,
-        n_image_layout_tokens,
-        n_image_chunks,
+        n_prompt_tokens: pre.n_prompt_tokens,
+        n_image_tokens: pre.n_image_tokens,
+        n_image_layout_tokens: pre.n_image_layout_tokens,
+        n_image_chunks: pre.n_image_chunks,
+        n_projector_calls: pre.n_projector_calls,
         stop: gen.stop,
         timings,
     })
+}
+
+fn check_fits(n_text: usize, n_image: usize, n_ctx: u32) -> Result<(), RunError> {
+    if n_text + n_image >= n_ctx as usize {
+        return Err(RunError::ContextTooSmall {
+            needed: n_text + n_image + 1,
+            n_text,
+            n_image,
+            n_ctx,
+        });
+    }
+    Ok(())
+}
+
+fn prefill_native<'m>(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    model: &'m Model,
+    ctx_params: ContextParams,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(Context<'m>, Prefilled), RunError> {
+    let info = &prep.facts.projector;
+    let style = LayoutStyle::for_minicpmv_version(info.minicpmv_version);
+    let params = crate::vision::SliceParams {
+        image_size: info.image_size as u32,
+        patch_size: info.patch_size as u32,
+        max_slices: cfg.max_slices,
+    };
+    let plans: Vec<SlicePlan> = prep
+        .images
+        .iter()
+        .map(|img| {
+            plan_slices(img.width, img.height, &params).map_err(|source| RunError::Slice {
+                path: img.path.clone(),
+                source,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    // The whole input sequence is known before any pixel is encoded: check it fits first.
+    let layout = LayoutTokens::lookup(model)?;
+    let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
+    let segments = native::build_sequence(
+        model,
+        &prep.formatted,
+        &prep.marker,
+        &plan_refs,
+        style,
+        &layout,
+    );
+    let q = info.query_num as usize;
+    let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
+    for seg in &segments {
+        match seg {
+            Segment::Tokens(t) => n_text += t.len(),
+            Segment::Chunk { .. } => {
+                n_image += q;
+                n_chunks += 1;
+            }
+        }
+    }
+    check_fits(n_text, n_image, cfg.n_ctx)?;
+    let n_layout: usize = plans.iter().map(|p| n_layout_tokens(style, p.grid)).sum();
+
+    let t_load = Instant::now();
+    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup)?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    on_event(Event::EncodeStart { total: n_chunks });
+    let mut done = 0usize;
+    let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
+    let mut encode_secs = Vec::with_capacity(n_chunks);
+    for img in &prep.images {
+        let emb = native::encode_image(
+            &mut projector,
+            img,
+            cfg.max_slices,
+            cfg.n_threads,
+            &mut |_, _| {},
+        )?;
+        for &secs in &emb.encode_secs {
+            done += 1;
+            encode_secs.push(secs);
+            on_event(Event::ChunkEncoded {
+                done,
+                total: n_chunks,
+                secs,
+            });
+        }
+        embeddings.push(emb);
+    }
+    let n_projector_calls = projector.n_encode_calls();
+    drop(projector);
+
+    let mut ctx = Context::new(model, ctx_params)?;
+    let t_prefill = Instant::now();
+    let emb_refs: Vec<&ImageEmbeddings> = embeddings.iter().collect();
+    let n_past = native::prefill(
+        &mut ctx,
+        &segments,
+        &emb_refs,
+        model.n_embd(),
+        cfg.n_batch as usize,
+        0,
+    )?;
+    let prompt_secs = t_prefill.elapsed().as_secs_f64();
+    Ok((
+        ctx,
+        Prefilled {
+            n_past,
+            n_prompt_tokens: n_text + n_image,
+            n_image_tokens: n_image,
+            n_image_layout_tokens: n_layout,
+            n_image_chunks: n_chunks,
+            n_projector_calls,
+            load_secs,
+            encode_secs,
+            prompt_secs,
+        },
+    ))
+}
+
+fn prefill_llama_cpp<'m>(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    model: &'m Model,
+    ctx_params: ContextParams,
+) -> Result<(Context<'m>, Prefilled), RunError> {
+    let t_load = Instant::now();
+    let mut mtmd = Mtmd::load(&cfg.mmproj, model, cfg.n_threads, cfg.warmup)?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let rgb: Vec<RgbImage<'_>> = prep
+        .images
+        .iter()
+        .map(|i| RgbImage {
+            width: i.width,
+            height: i.height,
+            data: &i.rgb,
+        })
+        .collect();
+    let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
+    let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
+    for info in chunks.infos() {
+        match info {
+            ChunkInfo::Text(t) => n_text += t.len(),
+            ChunkInfo::Image { n_pos, .. } => {
+                n_image += usize::try_from(n_pos).unwrap_or(0);
+                n_chunks += 1;
+            }
+        }
+    }
+    // Text tokens of the prompt itself, tokenized part by part as mtmd does; the rest of the
+    // text chunks is image layout.
+    let n_user_text: usize = prep
+        .formatted
+        .split(prep.marker.as_str())
+        .map(|part| model.tokenize(part, false, true).len())
+        .sum::<usize>()
+        + usize::from(model.add_bos() && model.bos().is_some())
+        + usize::from(model.add_eos() && model.eos().is_some());
+    check_fits(n_text, n_image, cfg.n_ctx)?;
+    let mut ctx = Context::new(model, ctx_params)?;
+    let t_prefill = Instant::now();
+    let (n_past, encode_secs) = mtmd.eval(&mut ctx, &chunks, 0, cfg.n_batch as i32)?;
+    let prompt_secs = (t_prefill.elapsed().as_secs_f64() - encode_secs.iter().sum::<f64>()).max(0.0);
+    Ok((
+        ctx,
+        Prefilled {
+            n_past,
+            n_prompt_tokens: n_text + n_image,
+            n_image_tokens: n_image,
+            n_image_layout_tokens: n_text.saturating_sub(n_user_text),
+            n_image_chunks: n_chunks,
+            n_projector_calls: n_chunks,
+            load_secs,
+            encode_secs,
+            prompt_secs,
+        },
+    ))
 }
 
 fn rate(n: usize, secs: f64) -> f64 {

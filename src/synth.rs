@@ -52,8 +52,10 @@
 //! change with a dependency update). Random tensors are uniform with mean 0 and a chosen
 //! standard deviation, quantised to a 65536-step grid (each 16-bit draw indexes a table), so the
 //! F16 and F32 files hold the same values up to F16 rounding. Scales keep every activation O(1):
-//! matrices whose input is normalised use std `1/sqrt(fan_in)`, norms are 1, LayerNorm biases 0,
-//! other biases small (std 0.02). Same seed ⇒ same bytes.
+//! matrices whose input is normalised use std `1/sqrt(fan_in)`, matrices that write into a
+//! residual stream `1/sqrt(fan_in * 2 * n_layer)` (so deep stacks keep token-specific
+//! information instead of collapsing to one vector), norms are 1, LayerNorm biases 0, other
+//! biases small (std 0.02). Same seed ⇒ same bytes.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -541,6 +543,16 @@ fn fan_in(n: u64) -> Init {
     }
 }
 
+/// std of a matrix that writes into the residual stream of an `n_layer`-block transformer
+/// (attention output, FFN down): `1/sqrt(fan_in * 2 * n_layer)`, so the 2·n_layer branches
+/// together add about unit variance. With unit-scale branches a deep random stack drifts towards
+/// a token-independent vector (rank collapse) and e.g. all resampler outputs look alike.
+fn residual(n: u64, n_layer: u32) -> Init {
+    Init::Random {
+        std: 1.0 / (n as f32 * 2.0 * n_layer.max(1) as f32).sqrt(),
+    }
+}
+
 const BIAS: Init = Init::Random { std: 0.02 };
 const ONES: Init = Init::Const(1.0);
 const ZEROS: Init = Init::Const(0.0);
@@ -684,7 +696,7 @@ fn plan_model(
             ts.vector(b("attn_k.bias"), n_embd_kv, BIAS);
             ts.vector(b("attn_v.bias"), n_embd_kv, BIAS);
         }
-        ts.matrix(b("attn_output.weight"), [n_q, n_embd], fan_in(n_q));
+        ts.matrix(b("attn_output.weight"), [n_q, n_embd], residual(n_q, d.n_layer));
         if arch == TextArch::Qwen3 {
             ts.vector(b("attn_q_norm.weight"), head_dim, ONES);
             ts.vector(b("attn_k_norm.weight"), head_dim, ONES);
@@ -692,7 +704,7 @@ fn plan_model(
         ts.vector(b("ffn_norm.weight"), n_embd, ONES);
         ts.matrix(b("ffn_gate.weight"), [n_embd, n_ff], fan_in(n_embd));
         ts.matrix(b("ffn_up.weight"), [n_embd, n_ff], fan_in(n_embd));
-        ts.matrix(b("ffn_down.weight"), [n_ff, n_embd], fan_in(n_ff));
+        ts.matrix(b("ffn_down.weight"), [n_ff, n_embd], residual(n_ff, d.n_layer));
     }
     FilePlan {
         role: FileRole::Model,
@@ -783,14 +795,19 @@ fn plan_mmproj(spec: &ModelSpec, scale: Scale, dtype: WeightType, seed_note: &st
     for i in 0..v.n_layer {
         let b = |s: &str| format!("v.blk.{i}.{s}");
         for name in ["attn_q", "attn_k", "attn_v", "attn_out"] {
-            ts.matrix(b(&format!("{name}.weight")), [e, e], fan_in(e));
+            let init = if name == "attn_out" {
+                residual(e, v.n_layer)
+            } else {
+                fan_in(e)
+            };
+            ts.matrix(b(&format!("{name}.weight")), [e, e], init);
             ts.vector(b(&format!("{name}.bias")), e, BIAS);
         }
         ts.vector(b("ln1.weight"), e, ONES);
         ts.vector(b("ln1.bias"), e, ZEROS);
         ts.matrix(b("ffn_up.weight"), [e, f], fan_in(e));
         ts.vector(b("ffn_up.bias"), f, BIAS);
-        ts.matrix(b("ffn_down.weight"), [f, e], fan_in(f));
+        ts.matrix(b("ffn_down.weight"), [f, e], residual(f, v.n_layer));
         ts.vector(b("ffn_down.bias"), e, BIAS);
         ts.vector(b("ln2.weight"), e, ONES);
         ts.vector(b("ln2.bias"), e, ZEROS);

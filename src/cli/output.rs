@@ -1,6 +1,7 @@
 //! Printing helpers shared by the commands: logger, errors, stdout that tolerates a closed pipe.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::time::Duration;
 
 /// Installs a minimal stderr logger: warnings always, everything with `-v`.
 pub fn init_logger(verbose: bool) {
@@ -76,6 +77,52 @@ impl Stdout {
         match self.broken {
             Some(e) => Err(e),
             None => Ok(()),
+        }
+    }
+}
+
+/// Whether progress output should be drawn: stderr is a terminal, or `--progress` forced it.
+pub fn show_progress(forced: bool) -> bool {
+    forced || io::stderr().is_terminal()
+}
+
+/// A progress bar over projector calls (slices), with ETA, on stderr; a no-op when disabled.
+pub struct EncodeProgress {
+    enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl EncodeProgress {
+    pub fn new(enabled: bool) -> EncodeProgress {
+        EncodeProgress { enabled, bar: None }
+    }
+
+    pub fn start(&mut self, total: usize) {
+        if !self.enabled || total == 0 {
+            return;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let style = indicatif::ProgressStyle::with_template(
+            "encoding image slices {bar:30} {pos}/{len} [{elapsed_precise}, ETA {eta}]",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        self.bar = Some(bar);
+    }
+
+    pub fn set(&mut self, done: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done as u64);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

@@ -7,10 +7,10 @@ use clap::Args;
 use serde::Serialize;
 
 use minicpmv::ffi::{LoadParams, SamplerParams};
-use minicpmv::run::{run, RunConfig, RunOutput};
+use minicpmv::run::{run, Event, Pipeline, RunConfig, RunOutput};
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 
-use super::output::Stdout;
+use super::output::{show_progress, EncodeProgress, Stdout};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -59,9 +59,24 @@ pub struct RunArgs {
     /// Largest image accepted, in pixels (width x height).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
-    /// Skip llama.cpp's warm-up encode when loading the projector.
-    #[arg(long)]
+    /// Image pipeline: ours (Rust slicing, one projector call per slice) or llama.cpp's own
+    /// mtmd pipeline (the reference; always up to 9 slices).
+    #[arg(long, value_enum, default_value = "native")]
+    pub pipeline: PipelineArg,
+    /// Slices per image at most, 1..=9 (1: the overview only, one projector call per image).
+    /// Fewer slices: faster and fewer tokens, less detail.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_slices: u32,
+    /// Run llama.cpp's projector warm-up (compute-graph reservation) at load time. Default:
+    /// off for the native pipeline, on for the llama.cpp pipeline (as llama.cpp does).
+    #[arg(long, overrides_with = "no_warmup")]
+    pub warmup: bool,
+    /// Skip the projector warm-up.
+    #[arg(long, overrides_with = "warmup")]
     pub no_warmup: bool,
+    /// Draw a progress bar for image encoding even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
     /// Read the whole language model into RAM instead of memory-mapping it.
     #[arg(long)]
     pub no_mmap: bool,
@@ -71,6 +86,13 @@ pub struct RunArgs {
     /// No timing summary on stderr.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PipelineArg {
+    Native,
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
 }
 
 #[derive(Serialize)]
@@ -96,6 +118,10 @@ pub fn main(args: RunArgs) -> Result<()> {
         }
     };
     let n_threads = args.threads.map_or_else(default_threads, |t| t as i32);
+    let pipeline = match args.pipeline {
+        PipelineArg::Native => Pipeline::Native,
+        PipelineArg::LlamaCpp => Pipeline::LlamaCpp,
+    };
     let cfg = RunConfig {
         model: model.clone(),
         mmproj: mmproj.clone(),
@@ -115,7 +141,13 @@ pub fn main(args: RunArgs) -> Result<()> {
         n_ctx: args.ctx_size,
         n_batch: 512.min(args.ctx_size),
         max_image_pixels: args.max_image_pixels,
-        warmup: !args.no_warmup,
+        max_slices: args.max_slices,
+        pipeline,
+        warmup: if args.warmup || args.no_warmup {
+            args.warmup
+        } else {
+            pipeline == Pipeline::LlamaCpp
+        },
         load: LoadParams {
             use_mmap: !args.no_mmap,
             ..LoadParams::default()
@@ -123,11 +155,15 @@ pub fn main(args: RunArgs) -> Result<()> {
     };
     let mut stdout = Stdout::default();
     let streaming = !args.json;
-    let out = run(&cfg, &mut |s| {
-        if streaming {
-            stdout.write_str(s)
-        }
-    })?;
+    let mut bar = EncodeProgress::new(show_progress(args.progress));
+    let out = run(&cfg, &mut |event| match event {
+        Event::Text(s) if streaming => stdout.write_str(s),
+        Event::Text(_) => {}
+        Event::EncodeStart { total } => bar.start(total),
+        Event::ChunkEncoded { done, .. } => bar.set(done),
+    });
+    bar.finish();
+    let out = out?;
     if args.json {
         let json = JsonOut {
             model,

@@ -92,6 +92,8 @@ impl Drop for Preproc {
 pub struct ClipProjector {
     ptr: NonNull<shim::mcv_clip>,
     info: ClipInfo,
+    /// Successful [`ClipProjector::encode`] calls so far.
+    n_encodes: usize,
 }
 
 // SAFETY: the clip context is only used through &mut self for encoding (one thread at a time)
@@ -130,7 +132,16 @@ impl ClipProjector {
             image_std: raw_info.image_std,
             is_minicpmv: raw_info.is_minicpmv,
         };
-        Ok(ClipProjector { ptr, info })
+        Ok(ClipProjector {
+            ptr,
+            info,
+            n_encodes: 0,
+        })
+    }
+
+    /// How many images this projector has encoded (each call to [`ClipProjector::encode`]).
+    pub fn n_encode_calls(&self) -> usize {
+        self.n_encodes
     }
 
     pub fn info(&self) -> &ClipInfo {
@@ -191,6 +202,7 @@ impl ClipProjector {
         if rc != 0 {
             return Err(enc_err(c_buf_to_string(&err)));
         }
+        self.n_encodes += 1;
         Ok(out)
     }
 }

@@ -143,16 +143,16 @@ impl<'m> Mtmd<'m> {
     }
 
     /// Feeds all chunks to the context starting at position `n_past`, encoding images with the
-    /// projector; returns the new position and the seconds spent encoding images.
+    /// projector; returns the new position and the seconds of each image chunk's encode.
     pub fn eval(
         &mut self,
         ctx: &mut Context<'_>,
         chunks: &Chunks,
         n_past: i32,
         n_batch: i32,
-    ) -> Result<(i32, f64), MtmdError> {
+    ) -> Result<(i32, Vec<f64>), MtmdError> {
         let mut pos = n_past;
-        let mut encode_secs = 0.0;
+        let mut encode_secs = Vec::new();
         let n = chunks.len();
         for index in 0..n {
             let chunk = chunks.get(index);
@@ -184,7 +184,7 @@ impl<'m> Mtmd<'m> {
                 if rc != 0 {
                     return Err(MtmdError::Encode { index, code: rc });
                 }
-                encode_secs += t0.elapsed().as_secs_f64();
+                encode_secs.push(t0.elapsed().as_secs_f64());
                 // SAFETY: the output of the last encode, sized for this chunk, owned by mtmd.
                 let embd = unsafe { sys::mtmd_get_output_embd(self.ptr.as_ptr()) };
                 // SAFETY: embd holds this chunk's embeddings; the helper decodes them in batches.

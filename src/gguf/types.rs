@@ -176,7 +176,7 @@ impl GgmlType {
         (n / self.block_size()).checked_mul(self.type_size())
     }
 
-    /// Bytes of a tensor with these ggml dims (ne[0] first); `None` when ne[0] is not a
+    /// Bytes of a tensor with these ggml dims (`ne[0]` first); `None` when `ne[0]` is not a
     /// multiple of the block size or the size overflows `u64`.
     pub fn tensor_bytes(self, dims: &[u64]) -> Option<u64> {
         // No dims is a scalar: ggml treats it as ne = [1, 1, 1, 1].
@@ -478,7 +478,7 @@ impl From<MetaArray> for MetaValue {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorInfo {
     pub name: String,
-    /// ggml order: `dims[0]` is ne[0], the contiguous row length.
+    /// ggml order: `dims[0]` is `ne[0]`, the contiguous row length.
     pub dims: Vec<u64>,
     pub ggml_type: GgmlType,
     /// Offset of the tensor's data from the start of the data section.

@@ -227,3 +227,178 @@ mod tests {
         assert!(preprocess_rgb(1000, 700, &rgb, &plan, MEAN, STD).is_err());
     }
 }
+
+/// Pixel parity with llama.cpp's own `preprocess()` (through the shim oracle).
+#[cfg(test)]
+mod parity {
+    use super::super::slice::{plan_slices, SliceParams};
+    use super::*;
+    use crate::vision::oracle;
+
+    /// Deterministic non-trivial content: gradients, a few hard edges and fixed-seed LCG noise.
+    fn test_image(w: u32, h: u32, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut v = Vec::with_capacity(w as usize * h as usize * 3);
+        for y in 0..h {
+            for x in 0..w {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let noise = ((s >> 40) % 64) as i64 - 32;
+                let gx = i64::from(x) * 255 / i64::from(w.max(2) - 1);
+                let gy = i64::from(y) * 255 / i64::from(h.max(2) - 1);
+                let edge = if (x / 37 + y / 23) % 2 == 0 { 60 } else { -60 };
+                let r = gx + noise;
+                let g = gy + edge + noise / 2;
+                let b = (gx + gy) / 2 - edge + ((s >> 20) % 200) as i64 - 100;
+                v.extend([r, g, b].map(|c| c.clamp(0, 255) as u8));
+            }
+        }
+        v
+    }
+
+    /// Compares two float images bit for bit; returns (mismatches, max |a - b|).
+    fn compare(ours: &F32Image, theirs: &(u32, u32, Vec<f32>)) -> (usize, f32) {
+        assert_eq!((ours.width, ours.height), (theirs.0, theirs.1), "size");
+        assert_eq!(ours.data.len(), theirs.2.len());
+        let mut n = 0;
+        let mut max = 0f32;
+        for (a, b) in ours.data.iter().zip(&theirs.2) {
+            if a.to_bits() != b.to_bits() {
+                n += 1;
+                max = max.max((a - b).abs());
+            }
+        }
+        (n, max)
+    }
+
+    #[test]
+    fn preprocess_is_bit_identical_to_llama_cpp() {
+        let proj = oracle::projector();
+        let info = *proj.info();
+        let params = SliceParams {
+            image_size: info.image_size,
+            patch_size: info.patch_size,
+            max_slices: 9,
+        };
+        // below 448 (stretched up), 1-pixel strips, exactly 449, odd sizes, panoramic and tall,
+        // the DESIGN.md sizes and a phone photo
+        let sizes: [(u32, u32); 12] = [
+            (300, 200),
+            (1, 1),
+            (449, 1),
+            (1, 700),
+            (449, 449),
+            (1000, 700),
+            (1333, 777),
+            (2000, 301),
+            (517, 1913),
+            (1920, 1080),
+            (4032, 3024),
+            (10_000, 100),
+        ];
+        for (i, &(w, h)) in sizes.iter().enumerate() {
+            let rgb = test_image(w, h, i as u64 + 1);
+            let plan = plan_slices(w, h, &params).expect("plan");
+            let ours = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std)
+                .unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
+            let theirs = proj.llama_preprocess(w, h, &rgb).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(theirs.len(), plan.n_chunks(), "{w}x{h}: number of images");
+            for (k, (o, t)) in ours.chunks().zip(&theirs).enumerate() {
+                let (n, max) = compare(o, t);
+                assert_eq!(n, 0, "{w}x{h} image {k}: {n} floats differ, max |diff| {max}");
+            }
+        }
+    }
+
+    /// A different mean/std path: the overview-only case of a projector's own values is
+    /// covered above; here a plain u8 ramp checks every byte value through both pipelines.
+    #[test]
+    fn every_byte_value_normalises_identically() {
+        let proj = oracle::projector();
+        let info = *proj.info();
+        // 448x1 -> stretched to 448x448 (only the vertical pass runs, the width is unchanged):
+        // the first output row holds every byte value 0..=255 in some channel
+        let (w, h) = (448u32, 1u32);
+        let rgb: Vec<u8> = (0..w * 3).map(|i| (i % 256) as u8).collect();
+        let plan = plan_slices(w, h, &SliceParams::default()).expect("plan");
+        let ours = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std).expect("pp");
+        let theirs = proj.llama_preprocess(w, h, &rgb).expect("oracle");
+        assert_eq!(compare(&ours.overview, &theirs[0]), (0, 0.0));
+    }
+}
+#[cfg(test)]
+mod scratch_timing {
+    use super::super::slice::{plan_slices, SliceParams};
+    use super::*;
+    #[test]
+    #[ignore]
+    fn timing() {
+        let proj = crate::vision::oracle::projector();
+        let info = *proj.info();
+        eprintln!("mean {:?} std {:?} threads {:?}", info.image_mean, info.image_std, std::thread::available_parallelism());
+        for (w, h) in [(1920u32, 1080u32), (4032, 3024)] {
+            let mut s = 1u32;
+            let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
+            let plan = plan_slices(w, h, &SliceParams::default()).unwrap();
+            for _ in 0..2 {
+                let t = std::time::Instant::now();
+                let out = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std).unwrap();
+                let ours = t.elapsed();
+                let t = std::time::Instant::now();
+                let _ll = proj.llama_preprocess(w, h, &rgb).unwrap();
+                let ll = t.elapsed();
+                eprintln!("{w}x{h}: ours {:?} llama.cpp {:?} ({} chunks)", ours, ll, out.chunks().count());
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod scratch_breakdown {
+    use super::super::slice::{plan_slices, SliceParams};
+    use super::*;
+    #[test]
+    #[ignore]
+    fn breakdown() {
+        let (w, h) = (4032u32, 3024u32);
+        let mut s = 1u32;
+        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
+        let plan = plan_slices(w, h, &SliceParams::default()).unwrap();
+        eprintln!("{plan}");
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let ov = resize::resize_stretch(&rgb, w, h, plan.overview.0, plan.overview.1).unwrap();
+            let t1 = t.elapsed();
+            let (rw, rh) = plan.refine.unwrap();
+            let t = std::time::Instant::now();
+            let rf = resize::resize_pad(&rgb, w, h, rw, rh, [0,0,0]).unwrap();
+            let t2 = t.elapsed();
+            let t = std::time::Instant::now();
+            let n = Normalizer::new([0.5;3],[0.5;3]);
+            let a = n.image(&ov); let b = n.image(&rf);
+            let t3 = t.elapsed();
+            eprintln!("overview {t1:?} refine {t2:?} normalise {t3:?} {}", a.data.len() + b.data.len());
+        }
+    }
+}
+#[cfg(test)]
+mod scratch_bench {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn bench() {
+        let (w, h) = (4032u32, 3024u32);
+        let mut s = 1u32;
+        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
+        let mut best = (f64::MAX, f64::MAX);
+        let mut sum = 0u64;
+        for _ in 0..8 {
+            let t = std::time::Instant::now();
+            let ov = resize::resize_stretch(&rgb, w, h, 518, 392).unwrap();
+            best.0 = best.0.min(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            let rf = resize::resize_pad(&rgb, w, h, 1554, 1176, [0,0,0]).unwrap();
+            best.1 = best.1.min(t.elapsed().as_secs_f64());
+            sum += ov.data.iter().map(|&v| v as u64).sum::<u64>() + rf.data.iter().map(|&v| v as u64).sum::<u64>();
+        }
+        eprintln!("best overview {:.1} ms refine {:.1} ms checksum {sum}", best.0 * 1e3, best.1 * 1e3);
+    }
+}

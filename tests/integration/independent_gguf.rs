@@ -389,7 +389,7 @@ fn write_language_model(path: &Path) -> Written {
     let n_kv = N_EMBD / N_HEAD * N_HEAD_KV;
     let mut f = Filler {
         g: &mut g,
-        rng: Lcg(0x2_6_0_5eed),
+        rng: Lcg(0x0260_5eed),
         n_params: 0,
     };
     for i in 0..N_LAYER {
