@@ -17,6 +17,7 @@ pub mod gguf;
 pub mod inputs;
 pub mod layout;
 pub mod native;
+pub mod parity;
 pub mod prompt;
 pub mod run;
 pub mod synth;

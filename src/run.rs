@@ -150,14 +150,15 @@ pub enum RunError {
 }
 
 /// The prompt after checks: files, images and chat formatting.
-struct Prepared {
-    facts: PairFacts,
-    images: Vec<LoadedImage>,
-    formatted: String,
-    marker: String,
+pub(crate) struct Prepared {
+    pub facts: PairFacts,
+    pub images: Vec<LoadedImage>,
+    pub formatted: String,
+    pub marker: String,
 }
 
-fn prepare(cfg: &RunConfig) -> Result<Prepared, RunError> {
+/// Checks the files, loads the images and formats the prompt (no llama.cpp model loaded yet).
+pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
     let facts = check_pair(&cfg.model, &cfg.mmproj)?;
     let images: Vec<LoadedImage> = cfg

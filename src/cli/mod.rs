@@ -5,6 +5,7 @@
 
 mod inspect;
 mod output;
+mod parity;
 mod run;
 mod synth;
 
@@ -31,6 +32,9 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Describe a GGUF file: language model or projector, version, sizes, tensor types.
     Inspect(inspect::InspectArgs),
+    /// Compare our native image pipeline with llama.cpp's own on your files (input sequence,
+    /// embeddings, greedy tokens). Exit code 1 when they differ.
+    Parity(parity::ParityArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +45,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Synth(args) => synth::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Parity(args) => match parity::main(args) {
+            Ok(false) => return ExitCode::from(1),
+            other => other.map(|_| ()),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -113,6 +113,18 @@ const GGML_TYPE_TABLE: [(GgmlType, u32, &str, u64, u64); 35] = {
     ]
 };
 
+// `GgmlType::entry` indexes the table by discriminant: keep them in the same order.
+const _: () = {
+    let mut i = 0;
+    while i < GGML_TYPE_TABLE.len() {
+        assert!(
+            GGML_TYPE_TABLE[i].0 as usize == i,
+            "GGML_TYPE_TABLE out of order"
+        );
+        i += 1;
+    }
+};
+
 impl GgmlType {
     /// Every type, in ggml id order.
     pub const ALL: [GgmlType; 35] = {

@@ -302,8 +302,7 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Horizontal pass over `src` rows (each `in_w * 3` bytes) into `out` rows (each `out_w * 3`
-/// bytes).
+/// Horizontal pass over `rows` (each `in_w * 3` bytes) into `out` (each `out_w * 3` bytes).
 fn horizontal_rows(src: &[u8], in_w: usize, f: &Filter, out: &mut [u8], out_w: usize) {
     for (src_row, dst_row) in src
         .chunks_exact(in_w * 3)
@@ -311,31 +310,16 @@ fn horizontal_rows(src: &[u8], in_w: usize, f: &Filter, out: &mut [u8], out_w: u
     {
         for (&(xmin, count, offset), dst) in f.taps.iter().zip(dst_row.chunks_exact_mut(3)) {
             let k = &f.weights[offset..offset + count];
-            let start = xmin * 3;
-            let acc = if start + count * 3 < src_row.len() {
-                // Fast path: read 4 bytes per tap (the 4th belongs to the next pixel and its
-                // lane is discarded) so the compiler can use one 4-lane vector multiply-add.
-                let mut acc = [HALF; 4];
-                for (t, &w) in k.iter().enumerate() {
-                    let p = &src_row[start + t * 3..start + t * 3 + 4];
-                    for c in 0..4 {
-                        acc[c] = acc[c].wrapping_add(i32::from(p[c]).wrapping_mul(w));
-                    }
-                }
-                acc
-            } else {
-                let mut acc = [HALF; 4];
-                let p = &src_row[start..start + count * 3];
-                for (&w, px) in k.iter().zip(p.chunks_exact(3)) {
-                    for c in 0..3 {
-                        acc[c] = acc[c].wrapping_add(i32::from(px[c]).wrapping_mul(w));
-                    }
-                }
-                acc
-            };
-            dst[0] = clip8(acc[0]);
-            dst[1] = clip8(acc[1]);
-            dst[2] = clip8(acc[2]);
+            let p = &src_row[xmin * 3..(xmin + count) * 3];
+            let (mut s0, mut s1, mut s2) = (HALF, HALF, HALF);
+            for (&w, px) in k.iter().zip(p.chunks_exact(3)) {
+                s0 = s0.wrapping_add(i32::from(px[0]).wrapping_mul(w));
+                s1 = s1.wrapping_add(i32::from(px[1]).wrapping_mul(w));
+                s2 = s2.wrapping_add(i32::from(px[2]).wrapping_mul(w));
+            }
+            dst[0] = clip8(s0);
+            dst[1] = clip8(s1);
+            dst[2] = clip8(s2);
         }
     }
 }
@@ -579,5 +563,35 @@ mod tests {
             horizontal_rows(&v[first * w as usize * 3..(first + rows) * w as usize * 3], w as usize, &f, chunk, 601);
         });
         assert_eq!(single, multi);
+    }
+}
+#[cfg(test)]
+mod scratch_hbench {
+    use super::*;
+    fn cpu_ms() -> f64 {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
+    }
+    #[test]
+    #[ignore]
+    fn hbench() {
+        let (w, h) = (4032usize, 3024usize);
+        let mut s = 1u32;
+        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
+        for tw in [1554usize, 518] {
+            let f = Filter::new(w, tw);
+            let mut out = vec![0u8; tw * h * 3];
+            let c0 = cpu_ms();
+            let n = 10;
+            for _ in 0..n { horizontal_rows(&rgb, w, &f, &mut out, tw); }
+            let c1 = cpu_ms();
+            let fv = Filter::new(h, 1176);
+            let mut out2 = vec![0u8; tw * 3 * 1176];
+            let c2 = cpu_ms();
+            for _ in 0..n { vertical_rows(&out, tw * 3, &fv, 0, &mut out2); }
+            let c3 = cpu_ms();
+            eprintln!("{tw}: horizontal {:.1} ms cpu/iter, vertical {:.1} ms; {}", (c1 - c0) / n as f64, (c3 - c2) / n as f64, out.iter().map(|&v| v as u64).sum::<u64>());
+        }
     }
 }
