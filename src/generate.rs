@@ -70,13 +70,15 @@ impl Utf8Stream {
 }
 
 /// Generates up to `n_predict` tokens after a prompt that was decoded up to position `n_past`
-/// with logits for its last position. `on_text` receives the text as it is produced.
+/// with logits for its last position. `on_text` receives the text as it is produced. With
+/// `ignore_eos`, end-of-generation tokens do not stop it (for benchmarks and comparisons).
 pub fn generate(
     model: &Model,
     ctx: &mut Context<'_>,
     sampler: &mut Sampler,
     mut n_past: i32,
     n_predict: usize,
+    ignore_eos: bool,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generated, DecodeError> {
     let t0 = Instant::now();
@@ -92,7 +94,7 @@ pub fn generate(
         }
         let token = sampler.sample(ctx, -1);
         first_token_at.get_or_insert_with(Instant::now);
-        if model.is_eog(token) {
+        if !ignore_eos && model.is_eog(token) {
             break StopReason::EndOfText;
         }
         token_ids.push(token);

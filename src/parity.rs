@@ -62,10 +62,11 @@ fn merge_text(items: impl IntoIterator<Item = SeqItem>) -> Vec<SeqItem> {
 }
 
 /// Compares both pipelines on `cfg` (its `pipeline`, `max_slices` and sampling are ignored:
-/// 9 slices and greedy decoding are used, since llama.cpp only does 9).
+/// 9 slices, greedy decoding and exactly `n_predict` tokens (EOS ignored) are used).
 pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     let mut cfg = cfg.clone();
     cfg.max_slices = 9;
+    cfg.ignore_eos = true;
     cfg.sampling = SamplerParams {
         temperature: 0.0,
         ..SamplerParams::default()

@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub prompt: String,
     /// Tokens to generate at most.
     pub n_predict: usize,
+    /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
+    pub ignore_eos: bool,
     pub sampling: SamplerParams,
     pub n_threads: i32,
     /// Context length in tokens.
@@ -234,6 +236,7 @@ pub fn run(cfg: &RunConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunOu
         &mut sampler,
         pre.n_past,
         cfg.n_predict,
+        cfg.ignore_eos,
         &mut on_text,
     )?;
     let total_secs = t_start.elapsed().as_secs_f64();

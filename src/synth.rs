@@ -823,11 +823,15 @@ fn plan_mmproj(spec: &ModelSpec, scale: Scale, dtype: WeightType, seed_note: &st
     );
     ts.matrix("resampler.kv.weight".into(), [e, dd], fan_in(e));
     for name in ["q", "k", "v", "out"] {
-        ts.matrix(
-            format!("resampler.attn.{name}.weight"),
-            [dd, dd],
-            fan_in(dd),
-        );
+        // q/k at twice the unit scale: attention logits with std ~4, so each query attends to
+        // its own few patches instead of an even average over all of them
+        let init = match name {
+            "q" | "k" => Init::Random {
+                std: 2.0 / (dd as f32).sqrt(),
+            },
+            _ => fan_in(dd),
+        };
+        ts.matrix(format!("resampler.attn.{name}.weight"), [dd, dd], init);
         ts.vector(format!("resampler.attn.{name}.bias"), dd, BIAS);
     }
     for name in ["q", "kv", "post"] {

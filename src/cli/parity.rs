@@ -50,6 +50,7 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         images: args.images,
         prompt: args.prompt,
         n_predict: args.n_predict as usize,
+        ignore_eos: true,
         sampling: SamplerParams::default(),
         n_threads: args.threads.map_or_else(super::run::default_threads, |t| t as i32),
         n_ctx: args.ctx_size,

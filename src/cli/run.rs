@@ -31,6 +31,9 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "n-predict", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub n_predict: u32,
+    /// Keep generating after the end-of-text token (always -n tokens; for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Sampling temperature; 0 means greedy (deterministic).
     #[arg(long = "temp", default_value_t = SamplerParams::default().temperature)]
     pub temperature: f32,
@@ -128,6 +131,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         images: args.images.clone(),
         prompt: args.prompt.clone(),
         n_predict: args.n_predict as usize,
+        ignore_eos: args.ignore_eos,
         sampling: SamplerParams {
             temperature: args.temperature,
             top_k: args.top_k,

@@ -360,7 +360,8 @@ impl ClipProjector {
             let mut buf = vec![0f32; iw as usize * ih as usize * 3];
             // SAFETY: valid handle, i < count; buf holds exactly buf.len() floats and the shim
             // checks that this equals the image's element count before writing.
-            let rc = unsafe { shim::mcv_preproc_copy(pp.0.as_ptr(), i, buf.as_mut_ptr(), buf.len()) };
+            let rc =
+                unsafe { shim::mcv_preproc_copy(pp.0.as_ptr(), i, buf.as_mut_ptr(), buf.len()) };
             if rc != 0 {
                 return Err(err(format!("cannot copy image {i} ({iw}x{ih})")));
             }

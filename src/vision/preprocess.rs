@@ -182,7 +182,10 @@ mod tests {
         let out = preprocess_rgb(1, 1, &[0, 255, 51], &plan, MEAN, STD).expect("preprocess");
         assert_eq!((out.overview.width, out.overview.height), (448, 448));
         assert!(out.slices.is_empty());
-        assert_eq!(&out.overview.data[..3], &[-1.0, 1.0, (51.0f32 / 255.0 - 0.5) / 0.5]);
+        assert_eq!(
+            &out.overview.data[..3],
+            &[-1.0, 1.0, (51.0f32 / 255.0 - 0.5) / 0.5]
+        );
     }
 
     #[test]
@@ -219,7 +222,10 @@ mod tests {
         // limit; we report the same refusal instead of panicking.
         let plan = plan_slices(46_000, 1, &SliceParams::default()).expect("plan");
         let e = preprocess_rgb(46_000, 1, &vec![0; 46_000 * 3], &plan, MEAN, STD).unwrap_err();
-        assert!(matches!(e, PreprocessError::Resize(ResizeError::Target { .. })), "{e}");
+        assert!(
+            matches!(e, PreprocessError::Resize(ResizeError::Target { .. })),
+            "{e}"
+        );
         // a hand-made inconsistent plan
         let mut plan = plan_slices(1000, 700, &SliceParams::default()).expect("plan");
         plan.slices[3].x += 1;
@@ -241,7 +247,9 @@ mod parity {
         let mut v = Vec::with_capacity(w as usize * h as usize * 3);
         for y in 0..h {
             for x in 0..w {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 let noise = ((s >> 40) % 64) as i64 - 32;
                 let gx = i64::from(x) * 255 / i64::from(w.max(2) - 1);
                 let gy = i64::from(y) * 255 / i64::from(h.max(2) - 1);
@@ -300,17 +308,22 @@ mod parity {
             let plan = plan_slices(w, h, &params).expect("plan");
             let ours = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std)
                 .unwrap_or_else(|e| panic!("{w}x{h}: {e}"));
-            let theirs = proj.llama_preprocess(w, h, &rgb).unwrap_or_else(|e| panic!("{e}"));
+            let theirs = proj
+                .llama_preprocess(w, h, &rgb)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(theirs.len(), plan.n_chunks(), "{w}x{h}: number of images");
             for (k, (o, t)) in ours.chunks().zip(&theirs).enumerate() {
                 let (n, max) = compare(o, t);
-                assert_eq!(n, 0, "{w}x{h} image {k}: {n} floats differ, max |diff| {max}");
+                assert_eq!(
+                    n, 0,
+                    "{w}x{h} image {k}: {n} floats differ, max |diff| {max}"
+                );
             }
         }
     }
 
-    /// A different mean/std path: the overview-only case of a projector's own values is
-    /// covered above; here a plain u8 ramp checks every byte value through both pipelines.
+    /// Every byte value 0..=255 in every channel goes through both normalisations (our lookup
+    /// table and llama.cpp's `from_u8` + `normalize`) and gives the same bits.
     #[test]
     fn every_byte_value_normalises_identically() {
         let proj = oracle::projector();
@@ -323,82 +336,5 @@ mod parity {
         let ours = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std).expect("pp");
         let theirs = proj.llama_preprocess(w, h, &rgb).expect("oracle");
         assert_eq!(compare(&ours.overview, &theirs[0]), (0, 0.0));
-    }
-}
-#[cfg(test)]
-mod scratch_timing {
-    use super::super::slice::{plan_slices, SliceParams};
-    use super::*;
-    #[test]
-    #[ignore]
-    fn timing() {
-        let proj = crate::vision::oracle::projector();
-        let info = *proj.info();
-        eprintln!("mean {:?} std {:?} threads {:?}", info.image_mean, info.image_std, std::thread::available_parallelism());
-        for (w, h) in [(1920u32, 1080u32), (4032, 3024)] {
-            let mut s = 1u32;
-            let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
-            let plan = plan_slices(w, h, &SliceParams::default()).unwrap();
-            for _ in 0..2 {
-                let t = std::time::Instant::now();
-                let out = preprocess_rgb(w, h, &rgb, &plan, info.image_mean, info.image_std).unwrap();
-                let ours = t.elapsed();
-                let t = std::time::Instant::now();
-                let _ll = proj.llama_preprocess(w, h, &rgb).unwrap();
-                let ll = t.elapsed();
-                eprintln!("{w}x{h}: ours {:?} llama.cpp {:?} ({} chunks)", ours, ll, out.chunks().count());
-            }
-        }
-    }
-}
-#[cfg(test)]
-mod scratch_breakdown {
-    use super::super::slice::{plan_slices, SliceParams};
-    use super::*;
-    #[test]
-    #[ignore]
-    fn breakdown() {
-        let (w, h) = (4032u32, 3024u32);
-        let mut s = 1u32;
-        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
-        let plan = plan_slices(w, h, &SliceParams::default()).unwrap();
-        eprintln!("{plan}");
-        for _ in 0..3 {
-            let t = std::time::Instant::now();
-            let ov = resize::resize_stretch(&rgb, w, h, plan.overview.0, plan.overview.1).unwrap();
-            let t1 = t.elapsed();
-            let (rw, rh) = plan.refine.unwrap();
-            let t = std::time::Instant::now();
-            let rf = resize::resize_pad(&rgb, w, h, rw, rh, [0,0,0]).unwrap();
-            let t2 = t.elapsed();
-            let t = std::time::Instant::now();
-            let n = Normalizer::new([0.5;3],[0.5;3]);
-            let a = n.image(&ov); let b = n.image(&rf);
-            let t3 = t.elapsed();
-            eprintln!("overview {t1:?} refine {t2:?} normalise {t3:?} {}", a.data.len() + b.data.len());
-        }
-    }
-}
-#[cfg(test)]
-mod scratch_bench {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn bench() {
-        let (w, h) = (4032u32, 3024u32);
-        let mut s = 1u32;
-        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
-        let mut best = (f64::MAX, f64::MAX);
-        let mut sum = 0u64;
-        for _ in 0..8 {
-            let t = std::time::Instant::now();
-            let ov = resize::resize_stretch(&rgb, w, h, 518, 392).unwrap();
-            best.0 = best.0.min(t.elapsed().as_secs_f64());
-            let t = std::time::Instant::now();
-            let rf = resize::resize_pad(&rgb, w, h, 1554, 1176, [0,0,0]).unwrap();
-            best.1 = best.1.min(t.elapsed().as_secs_f64());
-            sum += ov.data.iter().map(|&v| v as u64).sum::<u64>() + rf.data.iter().map(|&v| v as u64).sum::<u64>();
-        }
-        eprintln!("best overview {:.1} ms refine {:.1} ms checksum {sum}", best.0 * 1e3, best.1 * 1e3);
     }
 }

@@ -44,7 +44,9 @@ pub enum ResizeError {
     BufferSize { width: u32, height: u32, len: usize },
     #[error("cannot resize a {width}x{height} image (zero size)")]
     ZeroSource { width: u32, height: u32 },
-    #[error("resize target {width}x{height} is out of range (each side 1..={max}, llama.cpp's limit)")]
+    #[error(
+        "resize target {width}x{height} is out of range (each side 1..={max}, llama.cpp's limit)"
+    )]
     Target { width: u32, height: u32, max: u32 },
     #[error("crop {w}x{h} at ({x},{y}) does not fit in a {width}x{height} image")]
     Crop {
@@ -181,7 +183,13 @@ pub fn crop(img: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> Result<RgbImage, 
     })
 }
 
-pub(crate) fn check_crop(img: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> Result<(), ResizeError> {
+pub(crate) fn check_crop(
+    img: &RgbImage,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+) -> Result<(), ResizeError> {
     let fits = w > 0
         && h > 0
         && u64::from(x) + u64::from(w) <= u64::from(img.width)
@@ -211,7 +219,8 @@ pub(crate) fn crop_rows<'a>(
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     let stride = img.width as usize * 3;
     let (x0, len) = (x as usize * 3, w as usize * 3);
-    (y as usize..y as usize + h as usize).map(move |r| &img.data[r * stride + x0..r * stride + x0 + len])
+    (y as usize..y as usize + h as usize)
+        .map(move |r| &img.data[r * stride + x0..r * stride + x0 + len])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -392,7 +401,13 @@ fn resize_bicubic(
         let threads = threads_for(f.weights.len() * sh * 3);
         par_rows(&mut out, tw * 3, threads, |first, chunk| {
             let rows = chunk.len() / (tw * 3);
-            horizontal_rows(&src[first * sw * 3..(first + rows) * sw * 3], sw, &f, chunk, tw);
+            horizontal_rows(
+                &src[first * sw * 3..(first + rows) * sw * 3],
+                sw,
+                &f,
+                chunk,
+                tw,
+            );
         });
         Some(out)
     } else {
@@ -459,7 +474,10 @@ mod tests {
         let src: Vec<u8> = [17u8, 128, 251].repeat(50 * 40);
         for (tw, th) in [(13, 7), (448, 448), (50, 41), (120, 40)] {
             let out = resize_stretch(&src, 50, 40, tw, th).expect("resize");
-            assert!(out.data.chunks_exact(3).all(|p| p == [17, 128, 251]), "{tw}x{th}");
+            assert!(
+                out.data.chunks_exact(3).all(|p| p == [17, 128, 251]),
+                "{tw}x{th}"
+            );
         }
     }
 
@@ -525,7 +543,10 @@ mod tests {
             data: vec![0; 48],
         };
         assert!(crop(&img, 2, 2, 2, 2).is_ok());
-        assert!(matches!(crop(&img, 3, 0, 2, 1), Err(ResizeError::Crop { .. })));
+        assert!(matches!(
+            crop(&img, 3, 0, 2, 1),
+            Err(ResizeError::Crop { .. })
+        ));
         assert!(crop(&img, u32::MAX, 0, 2, 1).is_err());
         assert!(crop(&img, 0, 0, 0, 1).is_err());
     }
@@ -560,38 +581,14 @@ mod tests {
         let mut multi = vec![0u8; single.len()];
         par_rows(&mut multi, 601 * 3, 4, |first, chunk| {
             let rows = chunk.len() / (601 * 3);
-            horizontal_rows(&v[first * w as usize * 3..(first + rows) * w as usize * 3], w as usize, &f, chunk, 601);
+            horizontal_rows(
+                &v[first * w as usize * 3..(first + rows) * w as usize * 3],
+                w as usize,
+                &f,
+                chunk,
+                601,
+            );
         });
         assert_eq!(single, multi);
-    }
-}
-#[cfg(test)]
-mod scratch_hbench {
-    use super::*;
-    fn cpu_ms() -> f64 {
-        let s = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let f: Vec<&str> = s.rsplit(')').next().unwrap().split_whitespace().collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) * 10.0
-    }
-    #[test]
-    #[ignore]
-    fn hbench() {
-        let (w, h) = (4032usize, 3024usize);
-        let mut s = 1u32;
-        let rgb: Vec<u8> = (0..w * h * 3).map(|_| { s = s.wrapping_mul(1664525).wrapping_add(1013904223); (s >> 24) as u8 }).collect();
-        for tw in [1554usize, 518] {
-            let f = Filter::new(w, tw);
-            let mut out = vec![0u8; tw * h * 3];
-            let c0 = cpu_ms();
-            let n = 10;
-            for _ in 0..n { horizontal_rows(&rgb, w, &f, &mut out, tw); }
-            let c1 = cpu_ms();
-            let fv = Filter::new(h, 1176);
-            let mut out2 = vec![0u8; tw * 3 * 1176];
-            let c2 = cpu_ms();
-            for _ in 0..n { vertical_rows(&out, tw * 3, &fv, 0, &mut out2); }
-            let c3 = cpu_ms();
-            eprintln!("{tw}: horizontal {:.1} ms cpu/iter, vertical {:.1} ms; {}", (c1 - c0) / n as f64, (c3 - c2) / n as f64, out.iter().map(|&v| v as u64).sum::<u64>());
-        }
     }
 }

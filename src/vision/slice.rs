@@ -114,7 +114,9 @@ impl SlicePlan {
 pub enum SliceError {
     #[error("image has a zero size ({width}x{height})")]
     ZeroSize { width: u32, height: u32 },
-    #[error("image is {width}x{height}; each side must be at most {max} pixels (llama.cpp's limit)")]
+    #[error(
+        "image is {width}x{height}; each side must be at most {max} pixels (llama.cpp's limit)"
+    )]
     TooLarge { width: u32, height: u32, max: u32 },
     #[error("max_slices is {max_slices}; it must be in 1..={max}")]
     MaxSlices { max_slices: u32, max: u32 },
@@ -333,10 +335,30 @@ mod tests {
         assert_eq!(
             p.slices,
             vec![
-                SliceRect { x: 0, y: 0, w: 532, h: 378 },
-                SliceRect { x: 532, y: 0, w: 532, h: 378 },
-                SliceRect { x: 0, y: 378, w: 532, h: 378 },
-                SliceRect { x: 532, y: 378, w: 532, h: 378 },
+                SliceRect {
+                    x: 0,
+                    y: 0,
+                    w: 532,
+                    h: 378
+                },
+                SliceRect {
+                    x: 532,
+                    y: 0,
+                    w: 532,
+                    h: 378
+                },
+                SliceRect {
+                    x: 0,
+                    y: 378,
+                    w: 532,
+                    h: 378
+                },
+                SliceRect {
+                    x: 532,
+                    y: 378,
+                    w: 532,
+                    h: 378
+                },
             ]
         );
 
@@ -345,7 +367,15 @@ mod tests {
         assert_eq!(p.grid, Some((4, 2)));
         assert_eq!(p.refine, Some((1680, 952)));
         assert_eq!(p.n_slices(), 8);
-        assert_eq!(p.slices[5], SliceRect { x: 420, y: 476, w: 420, h: 476 });
+        assert_eq!(
+            p.slices[5],
+            SliceRect {
+                x: 420,
+                y: 476,
+                w: 420,
+                h: 476
+            }
+        );
 
         let p = plan(300, 200);
         assert_eq!(p.overview, (448, 448));
@@ -367,16 +397,26 @@ mod tests {
         let d = SliceParams::default();
         assert_eq!(
             plan_slices(0, 10, &d),
-            Err(SliceError::ZeroSize { width: 0, height: 10 })
+            Err(SliceError::ZeroSize {
+                width: 0,
+                height: 10
+            })
         );
         assert_eq!(
             plan_slices(10, 0, &d),
-            Err(SliceError::ZeroSize { width: 10, height: 0 })
+            Err(SliceError::ZeroSize {
+                width: 10,
+                height: 0
+            })
         );
         let e = plan_slices(46_001, 10, &d).unwrap_err();
         assert_eq!(
             e,
-            SliceError::TooLarge { width: 46_001, height: 10, max: 46_000 }
+            SliceError::TooLarge {
+                width: 46_001,
+                height: 10,
+                max: 46_000
+            }
         );
         assert!(e.to_string().contains("46001x10"), "{e}");
         assert!(plan_slices(10, u32::MAX, &d).is_err());
@@ -404,29 +444,55 @@ mod tests {
 
     #[test]
     fn bad_params_are_errors() {
-        let mut p = SliceParams::default();
-        p.max_slices = 0;
+        for max_slices in [0, 10, u32::MAX] {
+            let p = SliceParams {
+                max_slices,
+                ..SliceParams::default()
+            };
+            let e = plan_slices(1000, 1000, &p).unwrap_err();
+            assert_eq!(e, SliceError::MaxSlices { max_slices, max: 9 });
+            assert!(e.to_string().contains(&max_slices.to_string()), "{e}");
+        }
+        let p = SliceParams {
+            image_size: 448,
+            patch_size: 0,
+            max_slices: 9,
+        };
         assert!(matches!(
             plan_slices(1000, 1000, &p),
-            Err(SliceError::MaxSlices { max_slices: 0, .. })
+            Err(SliceError::Params { .. })
         ));
-        p.max_slices = 10;
-        assert!(plan_slices(1000, 1000, &p).is_err());
-        let p = SliceParams { image_size: 448, patch_size: 0, max_slices: 9 };
-        assert!(matches!(plan_slices(1000, 1000, &p), Err(SliceError::Params { .. })));
-        let p = SliceParams { image_size: 10, patch_size: 14, max_slices: 9 };
+        let p = SliceParams {
+            image_size: 10,
+            patch_size: 14,
+            max_slices: 9,
+        };
         assert!(plan_slices(1000, 1000, &p).is_err());
     }
 
     #[test]
     fn max_slices_caps_the_grid() {
         for max in 1..=9u32 {
-            let p = SliceParams { max_slices: max, ..SliceParams::default() };
-            for (w, h) in [(4032, 3024), (1920, 1080), (1000, 700), (449, 449), (10_000, 100)] {
+            let p = SliceParams {
+                max_slices: max,
+                ..SliceParams::default()
+            };
+            for (w, h) in [
+                (4032, 3024),
+                (1920, 1080),
+                (1000, 700),
+                (449, 449),
+                (10_000, 100),
+            ] {
                 let plan = plan_slices(w, h, &p).expect("plan");
                 assert!(plan.n_slices() <= max as usize, "{w}x{h} max {max}: {plan}");
                 // the overview never depends on the cap
-                assert_eq!(plan.overview, plan_slices(w, h, &SliceParams::default()).expect("plan").overview);
+                assert_eq!(
+                    plan.overview,
+                    plan_slices(w, h, &SliceParams::default())
+                        .expect("plan")
+                        .overview
+                );
                 if max == 1 {
                     assert_eq!(plan.n_slices(), 0);
                     assert_eq!(plan.grid, None);
@@ -436,7 +502,10 @@ mod tests {
             }
         }
         // small images never slice, whatever the cap
-        let p = SliceParams { max_slices: 4, ..SliceParams::default() };
+        let p = SliceParams {
+            max_slices: 4,
+            ..SliceParams::default()
+        };
         assert_eq!(plan_slices(448, 300, &p).expect("plan").n_slices(), 0);
     }
 
@@ -467,6 +536,7 @@ mod golden {
 
     /// The sizes of the table: the DESIGN.md examples, small and boundary sizes, common
     /// camera/screen sizes, panoramas, 1-pixel strips, odd sizes, plus 40 pseudo-random ones.
+    #[rustfmt::skip]
     fn sizes() -> Vec<(u32, u32)> {
         let mut v: Vec<(u32, u32)> = vec![
             // DESIGN.md §3
@@ -505,15 +575,21 @@ mod golden {
 
     /// One table line for llama.cpp's plan (no slices: grid and refine are 0, as llama.cpp says).
     fn llama_line(w: u32, h: u32, p: &LlamaSlicePlan) -> String {
-        let rects: Vec<String> =
-            p.slices.iter().map(|r| format!("{},{},{},{}", r.x, r.y, r.w, r.h)).collect();
+        let rects: Vec<String> = p
+            .slices
+            .iter()
+            .map(|r| format!("{},{},{},{}", r.x, r.y, r.w, r.h))
+            .collect();
         line(w, h, p.overview, p.grid, p.refined, &rects)
     }
 
     /// The same line for our plan.
     fn our_line(p: &SlicePlan) -> String {
-        let rects: Vec<String> =
-            p.slices.iter().map(|r| format!("{},{},{},{}", r.x, r.y, r.w, r.h)).collect();
+        let rects: Vec<String> = p
+            .slices
+            .iter()
+            .map(|r| format!("{},{},{},{}", r.x, r.y, r.w, r.h))
+            .collect();
         line(
             p.source.0,
             p.source.1,
@@ -532,7 +608,11 @@ mod golden {
         refine: (u32, u32),
         rects: &[String],
     ) -> String {
-        let rects = if rects.is_empty() { "-".to_string() } else { rects.join(" ") };
+        let rects = if rects.is_empty() {
+            "-".to_string()
+        } else {
+            rects.join(" ")
+        };
         format!(
             "{w}\t{h}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{rects}",
             ov.0,
@@ -590,9 +670,15 @@ mod golden {
         let proj = oracle::projector();
         let lines = golden_lines();
         let want: Vec<(u32, u32)> = sizes();
-        assert_eq!(lines.len(), want.len(), "the table and sizes() differ; regenerate");
+        assert_eq!(
+            lines.len(),
+            want.len(),
+            "the table and sizes() differ; regenerate"
+        );
         for (l, (w, h)) in lines.iter().zip(want) {
-            let ll = proj.llama_slice_plan(w, h).unwrap_or_else(|e| panic!("{e}"));
+            let ll = proj
+                .llama_slice_plan(w, h)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(llama_line(w, h, &ll), *l, "{w}x{h}");
         }
     }
@@ -602,7 +688,9 @@ mod golden {
         let proj = oracle::projector();
         let mut checked = 0usize;
         let mut check = |w: u32, h: u32| {
-            let ll = proj.llama_slice_plan(w, h).unwrap_or_else(|e| panic!("{e}"));
+            let ll = proj
+                .llama_slice_plan(w, h)
+                .unwrap_or_else(|e| panic!("{e}"));
             let ours = plan_slices(w, h, &SliceParams::default()).expect("plan");
             assert_eq!(our_line(&ours), llama_line(w, h, &ll), "{w}x{h}");
             checked += 1;
@@ -621,7 +709,9 @@ mod golden {
         // pseudo-random sizes over the whole range, biased to realistic sizes
         let mut s = 0x9e37_79b9_7f4a_7c15u64;
         for i in 0..20_000 {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             let max = if i % 4 == 0 { 46_000 } else { 8_000 };
             let w = 1 + ((s >> 33) % max) as u32;
             let h = 1 + ((s >> 13) % max) as u32;
@@ -660,7 +750,9 @@ mod golden {
         out.push_str(HEADER);
         out.push('\n');
         for (w, h) in sizes() {
-            let ll = proj.llama_slice_plan(w, h).unwrap_or_else(|e| panic!("{e}"));
+            let ll = proj
+                .llama_slice_plan(w, h)
+                .unwrap_or_else(|e| panic!("{e}"));
             out.push_str(&llama_line(w, h, &ll));
             out.push('\n');
         }

@@ -5,4 +5,5 @@ mod harness;
 
 mod bad_input;
 mod independent_gguf;
+mod parity;
 mod run_versions;
