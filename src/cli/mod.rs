@@ -7,6 +7,7 @@ mod inspect;
 mod output;
 mod parity;
 mod run;
+mod slice_plan;
 mod synth;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Synth(synth::SynthArgs),
     /// Describe a GGUF file: language model or projector, version, sizes, tensor types.
     Inspect(inspect::InspectArgs),
+    /// Show how images are cut into an overview and slices and what they cost in tokens.
+    SlicePlan(slice_plan::SlicePlanArgs),
     /// Compare our native image pipeline with llama.cpp's own on your files (input sequence,
     /// embeddings, greedy tokens). Exit code 1 when they differ.
     Parity(parity::ParityArgs),
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Synth(args) => synth::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::SlicePlan(args) => slice_plan::main(args),
         Command::Parity(args) => match parity::main(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),

@@ -6,4 +6,5 @@ mod harness;
 mod bad_input;
 mod independent_gguf;
 mod parity;
+mod slice_plan;
 mod run_versions;
