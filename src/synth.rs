@@ -696,7 +696,11 @@ fn plan_model(
             ts.vector(b("attn_k.bias"), n_embd_kv, BIAS);
             ts.vector(b("attn_v.bias"), n_embd_kv, BIAS);
         }
-        ts.matrix(b("attn_output.weight"), [n_q, n_embd], residual(n_q, d.n_layer));
+        ts.matrix(
+            b("attn_output.weight"),
+            [n_q, n_embd],
+            residual(n_q, d.n_layer),
+        );
         if arch == TextArch::Qwen3 {
             ts.vector(b("attn_q_norm.weight"), head_dim, ONES);
             ts.vector(b("attn_k_norm.weight"), head_dim, ONES);
@@ -704,7 +708,11 @@ fn plan_model(
         ts.vector(b("ffn_norm.weight"), n_embd, ONES);
         ts.matrix(b("ffn_gate.weight"), [n_embd, n_ff], fan_in(n_embd));
         ts.matrix(b("ffn_up.weight"), [n_embd, n_ff], fan_in(n_embd));
-        ts.matrix(b("ffn_down.weight"), [n_ff, n_embd], residual(n_ff, d.n_layer));
+        ts.matrix(
+            b("ffn_down.weight"),
+            [n_ff, n_embd],
+            residual(n_ff, d.n_layer),
+        );
     }
     FilePlan {
         role: FileRole::Model,
@@ -1307,7 +1315,10 @@ mod tests {
             let dir = tmp.path().join(v.id());
             let out = tiny(v, &dir, 7);
             let p = plan(v, Scale::Tiny, WeightType::F16).expect("plan");
-            for (path, bytes) in [(&out.model, out.model_bytes), (&out.mmproj, out.mmproj_bytes)] {
+            for (path, bytes) in [
+                (&out.model, out.model_bytes),
+                (&out.mmproj, out.mmproj_bytes),
+            ] {
                 assert_eq!(std::fs::metadata(path).expect("exists").len(), bytes);
                 assert!((100_000..20_000_000).contains(&bytes), "{v}: {bytes} bytes");
             }
@@ -1348,7 +1359,10 @@ mod tests {
                 _ => panic!("token types"),
             };
             for special in &spec.tokens.control {
-                let id = tokens.iter().position(|t| t == special).expect("special present");
+                let id = tokens
+                    .iter()
+                    .position(|t| t == special)
+                    .expect("special present");
                 assert_eq!(types[id], TOKEN_CONTROL, "{v} {special}");
             }
             let uniq: std::collections::HashSet<&String> = tokens.iter().collect();
@@ -1357,8 +1371,10 @@ mod tests {
 
             let mp = GgufFile::open(&out.mmproj).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(mp.architecture(), Some("clip"));
-            let keys: Vec<(String, &str)> =
-                MMPROJ_KEYS.iter().map(|(k, t)| (k.to_string(), *t)).collect();
+            let keys: Vec<(String, &str)> = MMPROJ_KEYS
+                .iter()
+                .map(|(k, t)| (k.to_string(), *t))
+                .collect();
             check_types(&mp, &keys);
             assert_eq!(
                 mp.get_i64("clip.minicpmv_version"),
@@ -1423,8 +1439,16 @@ mod tests {
                 Init::Random { std } => {
                     let n = vals.len() as f64;
                     let mean = vals.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-                    let var = vals.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
-                    assert!(mean.abs() < 0.2 * f64::from(std) + 0.01, "{} mean {mean}", t.name);
+                    let var = vals
+                        .iter()
+                        .map(|&x| (f64::from(x) - mean).powi(2))
+                        .sum::<f64>()
+                        / n;
+                    assert!(
+                        mean.abs() < 0.2 * f64::from(std) + 0.01,
+                        "{} mean {mean}",
+                        t.name
+                    );
                     if vals.len() >= 1000 {
                         let ratio = var.sqrt() / f64::from(std);
                         assert!((0.9..1.1).contains(&ratio), "{} std ratio {ratio}", t.name);
@@ -1483,7 +1507,10 @@ mod tests {
             p.model.tensor("output.weight").expect("output").dims,
             vec![3584, 151_666]
         );
-        assert_eq!(p.mmproj.tensor("resampler.pos_embed_k").expect("k").dims, vec![3584, 4900]);
+        assert_eq!(
+            p.mmproj.tensor("resampler.pos_embed_k").expect("k").dims,
+            vec![3584, 4900]
+        );
     }
 
     #[test]
@@ -1497,7 +1524,9 @@ mod tests {
             };
             assert_eq!(Some(n_tok), s.text.real.n_vocab, "{v}");
             for t in p.model.tensors.iter().chain(&p.mmproj.tensors) {
-                let want = if t.name == "v.patch_embd.weight" || t.dims.len() == 2 && t.name.ends_with(".weight") {
+                let want = if t.name == "v.patch_embd.weight"
+                    || t.dims.len() == 2 && t.name.ends_with(".weight")
+                {
                     GgmlType::F16
                 } else {
                     GgmlType::F32
@@ -1508,7 +1537,11 @@ mod tests {
         // F32 keeps only the conv kernel in F16
         let p = plan(Version::V2_5, Scale::Tiny, WeightType::F32).expect("plan");
         for t in p.model.tensors.iter().chain(&p.mmproj.tensors) {
-            let want = if t.name == "v.patch_embd.weight" { GgmlType::F16 } else { GgmlType::F32 };
+            let want = if t.name == "v.patch_embd.weight" {
+                GgmlType::F16
+            } else {
+                GgmlType::F32
+            };
             assert_eq!(t.ty, want, "{}", t.name);
         }
     }
