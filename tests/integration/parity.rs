@@ -2,7 +2,27 @@
 //! input sequence (text tokens and image chunks), identical embeddings, identical greedy tokens.
 //! (Pixel-level parity of the preprocessing is tested in the library, src/vision.)
 
+use std::path::Path;
+
 use crate::harness::{image, minicpmv, tiny_pair};
+
+/// `COMMAND -m MODEL --mmproj MMPROJ --image IMG... EXTRA...` on the tiny pair of `version`.
+fn on_pair(command: &str, version: &str, images: &[&Path], extra: &[&str]) -> Vec<String> {
+    let (model, mmproj) = tiny_pair(version);
+    let mut args = vec![
+        command.to_string(),
+        "-m".into(),
+        model.display().to_string(),
+        "--mmproj".into(),
+        mmproj.display().to_string(),
+    ];
+    for img in images {
+        args.push("--image".into());
+        args.push(img.display().to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
 
 /// Six image sizes: overview only, square slices, landscape, panorama, tall, odd sizes.
 const SIZES: &[(u32, u32)] = &[
@@ -16,62 +36,49 @@ const SIZES: &[(u32, u32)] = &[
 
 #[test]
 fn native_pipeline_matches_llama_cpp_for_four_versions_on_six_sizes() {
-    let mut worst = 0.0f64;
     for version in ["2.5", "2.6", "4.0", "4.5"] {
-        let (model, mmproj) = tiny_pair(version);
         for &(w, h) in SIZES {
             let img = image(w, h);
-            let r = minicpmv([
+            let r = minicpmv(on_pair(
                 "parity",
-                "-m",
-                model.to_str().unwrap(),
-                "--mmproj",
-                mmproj.to_str().unwrap(),
-                "--image",
-                img.to_str().unwrap(),
-                "-n",
-                "32",
-                "-t",
-                "2",
-                "--json",
-            ]);
+                version,
+                &[&img],
+                &["-n", "32", "-t", "2", "--json"],
+            ));
             let j = r.json();
             let what = format!("version {version}, {w}x{h}");
-            assert_eq!(j["sequence_native"], j["sequence_llama_cpp"], "{what}: sequence");
-            assert_eq!(j["tokens_native"], j["tokens_llama_cpp"], "{what}: greedy tokens");
-            assert_eq!(j["tokens_native"].as_array().map(Vec::len), Some(32), "{what}");
-            let diff = j["max_abs_diff"].as_f64().expect("max_abs_diff");
+            assert_eq!(
+                j["sequence_native"], j["sequence_llama_cpp"],
+                "{what}: sequence"
+            );
+            assert_eq!(
+                j["tokens_native"], j["tokens_llama_cpp"],
+                "{what}: greedy tokens"
+            );
+            assert_eq!(
+                j["tokens_native"].as_array().map(Vec::len),
+                Some(32),
+                "{what}"
+            );
             // Same clip graph on the same pixels: the embeddings are bit-identical.
+            let diff = j["max_abs_diff"].as_f64().expect("max_abs_diff");
             assert_eq!(diff, 0.0, "{what}: embeddings differ by {diff}");
-            worst = worst.max(diff);
             assert_eq!(r.code, Some(0), "{what}: {r:?}");
         }
     }
-    assert_eq!(worst, 0.0);
+}
+
+/// `run --json` on the tiny 2.6 pair and a 1920x1080 image with `extra` flags.
+fn run_1920x1080(extra: &[&str]) -> serde_json::Value {
+    let img = image(1920, 1080);
+    let mut flags = vec!["--temp", "0", "--json"];
+    flags.extend_from_slice(extra);
+    minicpmv(on_pair("run", "2.6", &[&img], &flags)).ok().json()
 }
 
 #[test]
 fn max_slices_one_makes_exactly_one_projector_call() {
-    let (model, mmproj) = tiny_pair("2.6");
-    let img = image(1920, 1080);
-    let j = minicpmv([
-        "run",
-        "-m",
-        model.to_str().unwrap(),
-        "--mmproj",
-        mmproj.to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--max-slices",
-        "1",
-        "-n",
-        "4",
-        "--temp",
-        "0",
-        "--json",
-    ])
-    .ok()
-    .json();
+    let j = run_1920x1080(&["--max-slices", "1", "-n", "4"]);
     assert_eq!(j["n_projector_calls"], 1, "{j}");
     assert_eq!(j["n_image_chunks"], 1);
     assert_eq!(j["n_image_tokens"], 64);
@@ -81,77 +88,39 @@ fn max_slices_one_makes_exactly_one_projector_call() {
 
 #[test]
 fn max_slices_caps_the_grid() {
-    let (model, mmproj) = tiny_pair("2.6");
-    let img = image(1920, 1080);
-    for (k, max_chunks) in [(2u64, 3u64), (4, 5), (9, 9)] {
-        let j = minicpmv([
-            "run",
-            "-m",
-            model.to_str().unwrap(),
-            "--mmproj",
-            mmproj.to_str().unwrap(),
-            "--image",
-            img.to_str().unwrap(),
-            "--max-slices",
-            &k.to_string(),
-            "-n",
-            "2",
-            "--temp",
-            "0",
-            "--json",
-        ])
-        .ok()
-        .json();
-        let calls = j["n_projector_calls"].as_u64().unwrap();
-        assert!(calls <= max_chunks && calls >= 2, "--max-slices {k}: {calls} calls");
-        assert_eq!(j["n_image_tokens"].as_u64().unwrap(), calls * 64);
+    // 1920x1080 (llama.cpp: 4x2) with a cap of K slices: K=2 -> 2x1, K=4 -> 3x1 (slice-plan).
+    for (k, calls) in [("2", 3u64), ("4", 4), ("9", 9)] {
+        let j = run_1920x1080(&["--max-slices", k, "-n", "2"]);
+        assert_eq!(j["n_projector_calls"], calls, "--max-slices {k}");
+        assert_eq!(j["n_image_tokens"], calls * 64, "--max-slices {k}");
     }
 }
 
 #[test]
 fn llama_cpp_pipeline_refuses_fewer_slices() {
-    let (model, mmproj) = tiny_pair("2.6");
     let img = image(300, 200);
-    minicpmv([
+    minicpmv(on_pair(
         "run",
-        "-m",
-        model.to_str().unwrap(),
-        "--mmproj",
-        mmproj.to_str().unwrap(),
-        "--image",
-        img.to_str().unwrap(),
-        "--pipeline",
-        "llama.cpp",
-        "--max-slices",
-        "4",
-    ])
+        "2.6",
+        &[&img],
+        &["--pipeline", "llama.cpp", "--max-slices", "4"],
+    ))
     .fails_with(&["--max-slices 4", "native"]);
 }
 
 #[test]
 fn two_images_enter_in_order_in_both_pipelines() {
-    let (model, mmproj) = tiny_pair("2.6");
-    let a = image(1000, 700);
-    let b = image(300, 200);
-    let r = minicpmv([
+    let (a, b) = (image(1000, 700), image(300, 200));
+    let prompt = "Compare <__media__> with <__media__>.";
+    let r = minicpmv(on_pair(
         "parity",
-        "-m",
-        model.to_str().unwrap(),
-        "--mmproj",
-        mmproj.to_str().unwrap(),
-        "--image",
-        a.to_str().unwrap(),
-        "--image",
-        b.to_str().unwrap(),
-        "-p",
-        "Compare <__media__> with <__media__>.",
-        "-n",
-        "16",
-        "--json",
-    ]);
-    let j = r.json();
+        "2.6",
+        &[&a, &b],
+        &["-p", prompt, "-n", "16", "--json"],
+    ));
     assert_eq!(r.code, Some(0), "{r:?}");
-    // 5 chunks for 1000x700 (2x2 grid + overview), then 1 for 300x200.
+    let j = r.json();
+    // 5 chunks for 1000x700 (overview + 2x2), then 1 for 300x200, each 64 embeddings.
     let images: Vec<u64> = j["sequence_native"]
         .as_array()
         .unwrap()
@@ -164,18 +133,12 @@ fn two_images_enter_in_order_in_both_pipelines() {
 
 #[test]
 fn placeholder_count_must_match_the_images() {
-    let (model, mmproj) = tiny_pair("2.6");
-    let a = image(300, 200);
-    minicpmv([
+    let img = image(300, 200);
+    minicpmv(on_pair(
         "run",
-        "-m",
-        model.to_str().unwrap(),
-        "--mmproj",
-        mmproj.to_str().unwrap(),
-        "--image",
-        a.to_str().unwrap(),
-        "-p",
-        "<__media__> and <__media__>",
-    ])
+        "2.6",
+        &[&img],
+        &["-p", "<__media__> and <__media__>"],
+    ))
     .fails_with(&["2 image placeholders", "1 images"]);
 }
