@@ -147,6 +147,147 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn write(dir: &Path, name: &str, img: &DynamicImage, fmt: ImageFormat) -> PathBuf {
+        let path = dir.join(name);
+        img.save_with_format(&path, fmt).expect("encode test image");
+        path
+    }
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 7) as u8, (y * 5) as u8, ((x + y) * 3) as u8])
+        })
+    }
+
+    #[test]
+    fn every_supported_format_decodes_to_the_same_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = DynamicImage::ImageRgb8(gradient(33, 17));
+        // Lossless formats give the exact pixels back.
+        for (name, fmt) in [
+            ("a.png", ImageFormat::Png),
+            ("a.bmp", ImageFormat::Bmp),
+            ("a.tiff", ImageFormat::Tiff),
+            ("a.webp", ImageFormat::WebP),
+        ] {
+            let loaded = load_image(&write(dir.path(), name, &img, fmt), DEFAULT_MAX_PIXELS)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((loaded.width, loaded.height), (33, 17), "{name}");
+            assert_eq!(loaded.rgb, img.to_rgb8().into_raw(), "{name}");
+        }
+        // JPEG and GIF are lossy/palettised: size and roughly the colours.
+        for (name, fmt) in [("a.jpg", ImageFormat::Jpeg), ("a.gif", ImageFormat::Gif)] {
+            let loaded = load_image(&write(dir.path(), name, &img, fmt), DEFAULT_MAX_PIXELS)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!((loaded.width, loaded.height), (33, 17), "{name}");
+            assert_eq!(loaded.rgb.len(), 33 * 17 * 3);
+        }
+    }
+
+    #[test]
+    fn alpha_is_dropped_and_colours_kept_as_llama_cpp_does() {
+        // llama.cpp loads images with stb_image asking for 3 channels, which drops alpha
+        // without compositing: a fully transparent red pixel stays red.
+        let dir = tempfile::tempdir().unwrap();
+        let rgba = RgbaImage::from_fn(4, 2, |x, _| {
+            if x < 2 {
+                Rgba([255, 0, 0, 0])
+            } else {
+                Rgba([0, 0, 255, 128])
+            }
+        });
+        let path = write(
+            dir.path(),
+            "alpha.png",
+            &DynamicImage::ImageRgba8(rgba),
+            ImageFormat::Png,
+        );
+        let loaded = load_image(&path, DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(&loaded.rgb[..3], &[255, 0, 0]);
+        assert_eq!(&loaded.rgb[6..9], &[0, 0, 255]);
+    }
+
+    #[test]
+    fn grayscale_is_replicated_to_three_channels() {
+        let dir = tempfile::tempdir().unwrap();
+        let gray = GrayImage::from_fn(3, 1, |x, _| Luma([(x * 100) as u8]));
+        let path = write(
+            dir.path(),
+            "g.png",
+            &DynamicImage::ImageLuma8(gray),
+            ImageFormat::Png,
+        );
+        let loaded = load_image(&path, DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!(loaded.rgb, vec![0, 0, 0, 100, 100, 100, 200, 200, 200]);
+    }
+
+    /// A JPEG with an EXIF APP1 segment saying `orientation`, spliced in after SOI.
+    fn jpeg_with_orientation(img: &RgbImage, orientation: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        // TIFF header (little endian), one IFD with one entry: 0x0112 Orientation, SHORT, 1.
+        let mut tiff = vec![b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0];
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+        tiff.extend_from_slice(&3u16.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let len = (app1.len() + 2) as u16;
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // llama.cpp's stb_image ignores EXIF; we rotate as every image viewer does, so a
+        // phone photo is seen upright (a deliberate difference, documented in README).
+        let dir = tempfile::tempdir().unwrap();
+        let img = gradient(40, 20);
+        let upright = dir.path().join("o1.jpg");
+        std::fs::write(&upright, jpeg_with_orientation(&img, 1)).unwrap();
+        let rotated = dir.path().join("o6.jpg");
+        std::fs::write(&rotated, jpeg_with_orientation(&img, 6)).unwrap();
+        let a = load_image(&upright, DEFAULT_MAX_PIXELS).unwrap();
+        let b = load_image(&rotated, DEFAULT_MAX_PIXELS).unwrap();
+        assert_eq!((a.width, a.height), (40, 20));
+        assert_eq!(
+            (b.width, b.height),
+            (20, 40),
+            "orientation 6 = rotate 90 degrees"
+        );
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "big.png",
+            &DynamicImage::ImageRgb8(gradient(100, 100)),
+            ImageFormat::Png,
+        );
+        assert!(load_image(&path, 10_000).is_ok());
+        match load_image(&path, 9_999) {
+            Err(ImageError::TooLarge {
+                width: 100,
+                height: 100,
+                limit: 9_999,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn jpeg_completeness_needs_an_end_marker_after_the_last_scan() {
         let sos = [0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x01, 0xFF, 0x00, 0x12];
