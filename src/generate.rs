@@ -14,6 +14,8 @@ pub enum StopReason {
     MaxTokens,
     /// The context is full.
     ContextFull,
+    /// The caller asked to stop (e.g. Ctrl-C in `minicpmv chat`), see [`generate_until`].
+    Cancelled,
 }
 
 /// What the decode loop produced.
@@ -26,6 +28,10 @@ pub struct Generated {
     pub secs: f64,
     /// When the first token was sampled (None if none was).
     pub first_token_at: Option<Instant>,
+    /// The position after the last token decoded into the KV cache: the prompt plus the
+    /// generated tokens that were fed back (the last sampled token is not, unless generation
+    /// ended on an end-of-generation token or a cancel).
+    pub n_past: i32,
 }
 
 /// Turns token bytes into UTF-8 text as it streams: a multi-byte character split over two
@@ -76,10 +82,35 @@ pub fn generate(
     model: &Model,
     ctx: &mut Context<'_>,
     sampler: &mut Sampler,
+    n_past: i32,
+    n_predict: usize,
+    ignore_eos: bool,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generated, DecodeError> {
+    generate_until(
+        model,
+        ctx,
+        sampler,
+        n_past,
+        n_predict,
+        ignore_eos,
+        on_text,
+        &|| false,
+    )
+}
+
+/// [`generate`], also stopping with [`StopReason::Cancelled`] when `cancel()` returns true
+/// (checked before each token is sampled).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_until(
+    model: &Model,
+    ctx: &mut Context<'_>,
+    sampler: &mut Sampler,
     mut n_past: i32,
     n_predict: usize,
     ignore_eos: bool,
     on_text: &mut dyn FnMut(&str),
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Generated, DecodeError> {
     let t0 = Instant::now();
     let n_ctx = ctx.n_ctx() as i64;
@@ -91,6 +122,9 @@ pub fn generate(
     let stop = loop {
         if token_ids.len() >= n_predict {
             break StopReason::MaxTokens;
+        }
+        if cancel() {
+            break StopReason::Cancelled;
         }
         let token = sampler.sample(ctx, -1);
         first_token_at.get_or_insert_with(Instant::now);
@@ -127,6 +161,7 @@ pub fn generate(
         stop,
         secs: t0.elapsed().as_secs_f64(),
         first_token_at,
+        n_past,
     })
 }
 

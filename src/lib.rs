@@ -8,8 +8,12 @@
 //! - [`synth`]: synthetic GGUF pairs with the real layouts and random weights;
 //! - [`inputs`]: checks on the user's files; [`vision`]: image loading;
 //! - [`prompt`], [`generate`], [`run`]: the pipeline;
+//! - [`chat`]: multi-turn sessions reusing the KV cache; [`embd_cache`]: image embeddings
+//!   cached by content, in memory and on disk;
 //! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim).
 
+pub mod chat;
+pub mod embd_cache;
 pub mod family;
 pub mod ffi;
 pub mod generate;

@@ -59,6 +59,16 @@ pub struct RunConfig {
     pub load: LoadParams,
 }
 
+/// One earlier message of a conversation that a run continues ([`run_with_history`]): its
+/// role, its text and, for a user message, the images attached to it (placed in its text like
+/// [`RunConfig::images`] in the prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub role: prompt::Role,
+    pub text: String,
+    pub images: Vec<PathBuf>,
+}
+
 /// What a run reports while it works.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event<'a> {
@@ -143,6 +153,8 @@ pub enum RunError {
     },
     #[error("the prompt has {markers} image placeholders but {images} images were given")]
     MarkerCount { markers: usize, images: usize },
+    #[error("a {role} message of the history has {images} images attached; only user messages carry images")]
+    HistoryImages { role: &'static str, images: usize },
     #[error("--max-slices {0} needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
     MaxSlicesNeedsNative(u32),
     #[error("no prompt and no image: nothing to run")]
@@ -161,31 +173,66 @@ pub(crate) struct Prepared {
 
 /// Checks the files, loads the images and formats the prompt (no llama.cpp model loaded yet).
 pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, RunError> {
+    prepare_with_history(cfg, &[])
+}
+
+/// The chat message of one history entry (or of the final prompt): a user message gets its
+/// images' markers placed by [`prompt::user_content`]; other roles are used verbatim, except
+/// that a stray image marker in them (a model can generate any text) is removed, since it
+/// would stand for an image.
+pub fn history_message(
+    version: crate::family::Version,
+    m: &HistoryMessage,
+    marker: &str,
+) -> Result<Message, RunError> {
+    if m.role == prompt::Role::User {
+        let content = prompt::user_content(version, &m.text, m.images.len(), marker)
+            .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+        return Ok(Message {
+            role: m.role,
+            content,
+        });
+    }
+    if !m.images.is_empty() {
+        return Err(RunError::HistoryImages {
+            role: m.role.as_str(),
+            images: m.images.len(),
+        });
+    }
+    Ok(Message {
+        role: m.role,
+        content: m.text.replace(marker, ""),
+    })
+}
+
+fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
     let facts = check_pair(&cfg.model, &cfg.mmproj)?;
-    let images: Vec<LoadedImage> = cfg
-        .images
+    let images: Vec<LoadedImage> = history
         .iter()
+        .flat_map(|m| &m.images)
+        .chain(&cfg.images)
         .map(|p| load_image(p, cfg.max_image_pixels))
         .collect::<Result<_, _>>()?;
-    if cfg.prompt.is_empty() && images.is_empty() {
+    if cfg.prompt.is_empty() && cfg.images.is_empty() {
         return Err(RunError::Nothing);
     }
     if cfg.pipeline == Pipeline::LlamaCpp && cfg.max_slices != 9 {
         return Err(RunError::MaxSlicesNeedsNative(cfg.max_slices));
     }
     let marker = mtmd::default_marker();
-    let content = prompt::user_content(
-        facts.projector.version,
-        &cfg.prompt,
-        images.len(),
-        &marker,
-    )
-    .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    let version = facts.projector.version;
+    let mut messages: Vec<Message> = history
+        .iter()
+        .map(|m| history_message(version, m, &marker))
+        .collect::<Result<_, _>>()?;
+    let content = prompt::user_content(version, &cfg.prompt, cfg.images.len(), &marker)
+        .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    messages.push(Message::user(content));
     let formatted = prompt::format_chat(
-        facts.projector.version,
+        version,
         facts.model.chat_template.as_deref(),
-        &[Message::user(content)],
+        &messages,
         true,
     );
     Ok(Prepared {
@@ -211,8 +258,19 @@ struct Prefilled {
 
 /// Runs the model once; `on_event` receives the generated text as it streams and progress.
 pub fn run(cfg: &RunConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunOutput, RunError> {
+    run_with_history(cfg, &[], on_event)
+}
+
+/// [`run`] continuing a conversation: `history` (earlier user and assistant messages, with
+/// the images of each user message) comes before the prompt, everything formatted with the
+/// chat template and prefilled from scratch. What `minicpmv chat` must reproduce turn by turn.
+pub fn run_with_history(
+    cfg: &RunConfig,
+    history: &[HistoryMessage],
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunOutput, RunError> {
     let t_start = Instant::now();
-    let prep = prepare(cfg)?;
+    let prep = prepare_with_history(cfg, history)?;
     let t_load = Instant::now();
     let model = Model::load(&cfg.model, cfg.load)?;
     let mut load_secs = t_load.elapsed().as_secs_f64();

@@ -3,9 +3,11 @@
 //! Exit codes: 0 success, 2 error (clap's usage errors are 2 as well). Results go to stdout,
 //! logs and progress to stderr. A closed stdout (broken pipe) ends the program quietly.
 
+mod chat;
 mod inspect;
 mod output;
 mod parity;
+mod quantize;
 mod run;
 mod slice_plan;
 mod synth;
@@ -29,10 +31,16 @@ struct Cli {
 enum Command {
     /// Answer a prompt about one or more images, streaming the text to stdout.
     Run(run::RunArgs),
+    /// Talk about images over several turns (`/image PATH`, `/reset`, `/quit`), reusing the
+    /// KV cache between turns and caching image embeddings.
+    Chat(chat::ChatArgs),
     /// Write a synthetic MiniCPM-V GGUF pair (language model + mmproj) with random weights.
     Synth(synth::SynthArgs),
     /// Describe a GGUF file: language model or projector, version, sizes, tensor types.
     Inspect(inspect::InspectArgs),
+    /// Quantize a GGUF file (language model or mmproj) with llama.cpp, or a MiniCPM-V pair
+    /// with a preset (int4, int8, int5).
+    Quantize(quantize::QuantizeArgs),
     /// Show how images are cut into an overview and slices and what they cost in tokens.
     SlicePlan(slice_plan::SlicePlanArgs),
     /// Compare our native image pipeline with llama.cpp's own on your files (input sequence,
@@ -46,8 +54,10 @@ pub fn main() -> ExitCode {
     minicpmv::ffi::set_verbose(cli.verbose);
     let result = match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Chat(args) => chat::main(args),
         Command::Synth(args) => synth::main(args),
         Command::Inspect(args) => inspect::main(args),
+        Command::Quantize(args) => quantize::main(args),
         Command::SlicePlan(args) => slice_plan::main(args),
         Command::Parity(args) => match parity::main(args) {
             Ok(false) => return ExitCode::from(1),

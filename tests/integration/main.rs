@@ -4,7 +4,9 @@
 mod harness;
 
 mod bad_input;
+mod chat;
 mod independent_gguf;
 mod parity;
+mod quantize;
 mod slice_plan;
 mod run_versions;
