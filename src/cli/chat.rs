@@ -17,11 +17,11 @@ use serde::Serialize;
 
 use minicpmv::chat::{ChatConfig, ChatSession, TurnOutput};
 use minicpmv::embd_cache::{CacheConfig, CacheStats};
-use minicpmv::ffi::{LoadParams, Model, SamplerParams};
+use minicpmv::ffi::Model;
 use minicpmv::inputs::check_pair;
 use minicpmv::run::Event;
-use minicpmv::vision::DEFAULT_MAX_PIXELS;
 
+use super::common::{GenerationArgs, ModelArgs};
 use super::output::{show_progress, EncodeProgress, Stdout};
 
 /// Default of `--embd-cache-max-mb`.
@@ -31,58 +31,16 @@ const DEFAULT_MEM_MB: f64 = 512.0;
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// Language model GGUF. Without -m and --mmproj, a tiny synthetic MiniCPM-V 2.6 pair is
-    /// generated (random weights: the text is noise).
-    #[arg(short = 'm', long, value_name = "MODEL.gguf", requires = "mmproj")]
-    pub model: Option<PathBuf>,
-    /// Vision projector GGUF (mmproj) that belongs to the language model.
-    #[arg(long, value_name = "MMPROJ.gguf", requires = "model")]
-    pub mmproj: Option<PathBuf>,
+    #[command(flatten)]
+    pub pair: ModelArgs,
     /// Image attached to the first message; repeat for several. Later: `/image PATH`.
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
     /// A system message at the start of the conversation (default: the model's own).
     #[arg(long)]
     pub system: Option<String>,
-    /// Maximum number of tokens per answer.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub n_predict: u32,
-    /// Keep generating after the end-of-text token (always -n tokens per answer).
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Sampling temperature; 0 means greedy (deterministic).
-    #[arg(long = "temp", default_value_t = SamplerParams::default().temperature)]
-    pub temperature: f32,
-    /// Top-k sampling (0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().top_k)]
-    pub top_k: i32,
-    /// Top-p (nucleus) sampling (1.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().top_p)]
-    pub top_p: f32,
-    /// Min-p sampling (0.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().min_p)]
-    pub min_p: f32,
-    /// Repetition penalty (1.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().repeat_penalty)]
-    pub repeat_penalty: f32,
-    /// Random seed for sampling.
-    #[arg(long, default_value_t = SamplerParams::default().seed)]
-    pub seed: u32,
-    /// Threads (default: all available cores).
-    #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
-    pub threads: Option<u32>,
-    /// Context length in tokens: the whole conversation (text, image embeddings, answers)
-    /// must fit; `/reset` starts over.
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(16..))]
-    pub ctx_size: u32,
-    /// Largest image accepted, in pixels (width x height).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_image_pixels: u64,
-    /// Slices per image at most, 1..=9 (1: the overview only).
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub max_slices: u32,
+    #[command(flatten)]
+    pub gen: GenerationArgs,
     /// Run llama.cpp's projector warm-up when the projector is loaded.
     #[arg(long)]
     pub warmup: bool,
@@ -96,12 +54,6 @@ pub struct ChatArgs {
     /// Size bound of the in-memory embedding cache in MiB (0 disables it).
     #[arg(long, value_name = "MB", default_value_t = DEFAULT_MEM_MB, value_parser = non_negative_mb)]
     pub embd_cache_mem_mb: f64,
-    /// Draw a progress bar for image encoding even when stderr is not a terminal.
-    #[arg(long)]
-    pub progress: bool,
-    /// Read the whole language model into RAM instead of memory-mapping it.
-    #[arg(long)]
-    pub no_mmap: bool,
     /// One JSON object per turn on stdout (JSON lines) instead of streamed text.
     #[arg(long)]
     pub json: bool,
@@ -231,38 +183,18 @@ fn parse_line(line: &str) -> Line<'_> {
 const HELP: &str = "commands: /image PATH (attach an image to the next message), /reset (forget the conversation), /quit, /help; any other line is a message";
 
 pub fn main(args: ChatArgs) -> Result<()> {
-    let (model_path, mmproj) = match (&args.model, &args.mmproj) {
-        (Some(m), Some(p)) => (m.clone(), p.clone()),
-        _ => {
-            let (m, p) = super::synth::demo_pair()?;
-            eprintln!(
-                "note: no -m/--mmproj given: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise.",
-                m.parent().map(|d| d.display().to_string()).unwrap_or_default()
-            );
-            (m, p)
-        }
-    };
+    let (model_path, mmproj, _synthetic) = args.pair.resolve()?;
     check_pair(&model_path, &mmproj)?;
-    let n_threads = args
-        .threads
-        .map_or_else(super::run::default_threads, |t| t as i32);
+    let gen = &args.gen;
     let cfg = ChatConfig {
-        n_predict: args.n_predict as usize,
-        ignore_eos: args.ignore_eos,
-        sampling: SamplerParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            min_p: args.min_p,
-            repeat_penalty: args.repeat_penalty,
-            seed: args.seed,
-            ..SamplerParams::default()
-        },
-        n_threads,
-        n_ctx: args.ctx_size,
-        n_batch: 512.min(args.ctx_size),
-        max_image_pixels: args.max_image_pixels,
-        max_slices: args.max_slices,
+        n_predict: gen.n_predict as usize,
+        ignore_eos: gen.ignore_eos,
+        sampling: gen.sampling(),
+        n_threads: gen.n_threads(),
+        n_ctx: gen.ctx_size,
+        n_batch: gen.n_batch(),
+        max_image_pixels: gen.max_image_pixels,
+        max_slices: gen.max_slices,
         warmup: args.warmup,
         system: args.system.clone(),
         cache: CacheConfig {
@@ -271,13 +203,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
             disk_max_bytes: mib_to_bytes(args.embd_cache_max_mb),
         },
     };
-    let model = Model::load(
-        &model_path,
-        LoadParams {
-            use_mmap: !args.no_mmap,
-            ..LoadParams::default()
-        },
-    )?;
+    let model = Model::load(&model_path, gen.load_params())?;
     let mut session = ChatSession::new(&model, &mmproj, cfg)?;
     for img in &args.images {
         session.attach_image(img)?;
@@ -340,7 +266,7 @@ fn turn(
     stdout: &mut Stdout,
 ) -> Result<()> {
     let streaming = !args.json;
-    let mut bar = EncodeProgress::new(show_progress(args.progress));
+    let mut bar = EncodeProgress::new(show_progress(args.gen.progress));
     CANCEL.store(false, Ordering::SeqCst);
     GENERATING.store(true, Ordering::SeqCst);
     let out = session.ask_until(

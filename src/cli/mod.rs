@@ -4,6 +4,7 @@
 //! logs and progress to stderr. A closed stdout (broken pipe) ends the program quietly.
 
 mod chat;
+mod common;
 mod inspect;
 mod output;
 mod parity;

@@ -52,7 +52,9 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         n_predict: args.n_predict as usize,
         ignore_eos: true,
         sampling: SamplerParams::default(),
-        n_threads: args.threads.map_or_else(super::run::default_threads, |t| t as i32),
+        n_threads: args
+            .threads
+            .map_or_else(super::common::default_threads, |t| t as i32),
         n_ctx: args.ctx_size,
         n_batch: 512.min(args.ctx_size),
         max_image_pixels: DEFAULT_MAX_PIXELS,
@@ -80,7 +82,11 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         };
         out.write_str(&format!(
             "input sequence: {} ({})\n  native:    {}\n  llama.cpp: {}\n",
-            if report.sequence_equal { "identical" } else { "DIFFERENT" },
+            if report.sequence_equal {
+                "identical"
+            } else {
+                "DIFFERENT"
+            },
             report.sequence_native.len(),
             describe(&report.sequence_native),
             describe(&report.sequence_llama_cpp),
@@ -93,7 +99,11 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         out.write_str(&format!(
             "greedy tokens ({}): {}\nparity {}\n",
             report.tokens_native.len(),
-            if report.tokens_equal { "identical" } else { "DIFFERENT" },
+            if report.tokens_equal {
+                "identical"
+            } else {
+                "DIFFERENT"
+            },
             if holds { "holds" } else { "DOES NOT HOLD" }
         ));
     }
