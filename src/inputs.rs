@@ -229,7 +229,9 @@ pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputE
         }
     }
     if f.get_u64("clip.vision.projection_dim").is_none() {
-        return Err(bad("missing clip.vision.projection_dim (llama.cpp requires it)".into()));
+        return Err(bad(
+            "missing clip.vision.projection_dim (llama.cpp requires it)".into(),
+        ));
     }
     let need_u32 = |key: &str| {
         f.get_u64(key)

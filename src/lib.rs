@@ -23,6 +23,7 @@ pub mod layout;
 pub mod native;
 pub mod parity;
 pub mod prompt;
+pub mod quality;
 pub mod run;
 pub mod synth;
 pub mod vision;

@@ -43,7 +43,10 @@ pub struct ImageEmbeddings {
 impl ImageEmbeddings {
     /// Embeddings (positions) this image feeds the model.
     pub fn n_tokens(&self) -> usize {
-        self.chunks.iter().map(|c| c.len() / self.n_embd.max(1)).sum()
+        self.chunks
+            .iter()
+            .map(|c| c.len() / self.n_embd.max(1))
+            .sum()
     }
 }
 
@@ -73,7 +76,10 @@ pub fn encode_image(
     let total = 1 + pre.slices.len();
     let mut chunks = Vec::with_capacity(total);
     let mut encode_secs = Vec::with_capacity(total);
-    for (i, img) in std::iter::once(&pre.overview).chain(&pre.slices).enumerate() {
+    for (i, img) in std::iter::once(&pre.overview)
+        .chain(&pre.slices)
+        .enumerate()
+    {
         let t0 = Instant::now();
         let emb = projector.encode(&img.data, img.width, img.height, n_threads)?;
         encode_secs.push(t0.elapsed().as_secs_f64());

@@ -4,12 +4,12 @@
 
 use serde::Serialize;
 
-use crate::ffi::mtmd::{ChunkInfo, Mtmd, RgbImage};
+use crate::ffi::mtmd::{ChunkInfo, Mtmd};
 use crate::ffi::{ClipProjector, Model, SamplerParams, Token};
 use crate::layout::LayoutStyle;
 use crate::native::{self, LayoutTokens, Segment};
-use crate::run::{prepare, run, Pipeline, RunConfig, RunError};
-use crate::vision::{plan_slices, preprocess, SliceParams, SlicePlan};
+use crate::run::{mtmd_images, plan_images, prepare, run, Pipeline, RunConfig, RunError};
+use crate::vision::{preprocess, SliceParams, SlicePlan};
 
 /// One element of a model input sequence, comparable across pipelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,15 +76,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
 
     // llama.cpp's sequence and embeddings.
     let mut mtmd = Mtmd::load(&cfg.mmproj, &model, cfg.n_threads, true)?;
-    let rgb: Vec<RgbImage<'_>> = prep
-        .images
-        .iter()
-        .map(|i| RgbImage {
-            width: i.width,
-            height: i.height,
-            data: &i.rgb,
-        })
-        .collect();
+    let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let infos = chunks.infos();
     let n_embd = model.n_embd();
@@ -110,20 +102,17 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         patch_size: info.patch_size,
         max_slices: 9,
     };
-    let plans: Vec<SlicePlan> = prep
-        .images
-        .iter()
-        .map(|img| {
-            plan_slices(img.width, img.height, &params).map_err(|source| RunError::Slice {
-                path: img.path.clone(),
-                source,
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let plans = plan_images(&prep.images, &params)?;
     let layout = LayoutTokens::lookup(&model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
-    let segments =
-        native::build_sequence(&model, &prep.formatted, &prep.marker, &plan_refs, style, &layout);
+    let segments = native::build_sequence(
+        &model,
+        &prep.formatted,
+        &prep.marker,
+        &plan_refs,
+        style,
+        &layout,
+    );
     let q = info.query_num as usize;
     let sequence_native = merge_text(segments.iter().map(|s| match s {
         Segment::Tokens(t) => SeqItem::Text(t.clone()),
@@ -155,7 +144,10 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
             },
         })
         .collect();
-    let mut max_abs_diff = chunk_parity.iter().map(|c| c.max_abs_diff).fold(0.0, f32::max);
+    let mut max_abs_diff = chunk_parity
+        .iter()
+        .map(|c| c.max_abs_diff)
+        .fold(0.0, f32::max);
     if ours.len() != ref_embd.len() {
         max_abs_diff = f32::INFINITY;
     }

@@ -12,15 +12,17 @@ use serde::Serialize;
 
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
-    ClipProjector, Context, ContextParams, DecodeError, LoadParams, Model, Sampler,
-    SamplerParams, Token,
+    ClipProjector, Context, ContextParams, DecodeError, LoadParams, Model, Sampler, SamplerParams,
+    Token,
 };
 use crate::generate::{generate, StopReason};
 use crate::inputs::{check_pair, InputError, PairFacts};
 use crate::layout::{n_layout_tokens, LayoutStyle};
 use crate::native::{self, ImageEmbeddings, LayoutTokens, NativeError, Segment};
 use crate::prompt::{self, Message};
-use crate::vision::{load_image, plan_slices, ImageError, LoadedImage, SliceError, SlicePlan};
+use crate::vision::{
+    load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
+};
 
 /// Which implementation turns images into model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -347,21 +349,12 @@ fn prefill_native<'m>(
 ) -> Result<(Context<'m>, Prefilled), RunError> {
     let info = &prep.facts.projector;
     let style = LayoutStyle::for_minicpmv_version(info.minicpmv_version);
-    let params = crate::vision::SliceParams {
+    let params = SliceParams {
         image_size: info.image_size as u32,
         patch_size: info.patch_size as u32,
         max_slices: cfg.max_slices,
     };
-    let plans: Vec<SlicePlan> = prep
-        .images
-        .iter()
-        .map(|img| {
-            plan_slices(img.width, img.height, &params).map_err(|source| RunError::Slice {
-                path: img.path.clone(),
-                source,
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let plans = plan_images(&prep.images, &params)?;
     // The whole input sequence is known before any pixel is encoded: check it fits first.
     let layout = LayoutTokens::lookup(model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
@@ -453,15 +446,7 @@ fn prefill_llama_cpp<'m>(
     let t_load = Instant::now();
     let mut mtmd = Mtmd::load(&cfg.mmproj, model, cfg.n_threads, cfg.warmup)?;
     let load_secs = t_load.elapsed().as_secs_f64();
-    let rgb: Vec<RgbImage<'_>> = prep
-        .images
-        .iter()
-        .map(|i| RgbImage {
-            width: i.width,
-            height: i.height,
-            data: &i.rgb,
-        })
-        .collect();
+    let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
     for info in chunks.infos() {
@@ -486,7 +471,8 @@ fn prefill_llama_cpp<'m>(
     let mut ctx = Context::new(model, ctx_params)?;
     let t_prefill = Instant::now();
     let (n_past, encode_secs) = mtmd.eval(&mut ctx, &chunks, 0, cfg.n_batch as i32)?;
-    let prompt_secs = (t_prefill.elapsed().as_secs_f64() - encode_secs.iter().sum::<f64>()).max(0.0);
+    let prompt_secs =
+        (t_prefill.elapsed().as_secs_f64() - encode_secs.iter().sum::<f64>()).max(0.0);
     Ok((
         ctx,
         Prefilled {
@@ -501,6 +487,34 @@ fn prefill_llama_cpp<'m>(
             prompt_secs,
         },
     ))
+}
+
+/// The slice plan of every image, the error naming the image that cannot be planned.
+pub(crate) fn plan_images(
+    images: &[LoadedImage],
+    params: &SliceParams,
+) -> Result<Vec<SlicePlan>, RunError> {
+    images
+        .iter()
+        .map(|img| {
+            plan_slices(img.width, img.height, params).map_err(|source| RunError::Slice {
+                path: img.path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The images as llama.cpp's mtmd takes them.
+pub(crate) fn mtmd_images(images: &[LoadedImage]) -> Vec<RgbImage<'_>> {
+    images
+        .iter()
+        .map(|i| RgbImage {
+            width: i.width,
+            height: i.height,
+            data: &i.rgb,
+        })
+        .collect()
 }
 
 fn rate(n: usize, secs: f64) -> f64 {

@@ -8,6 +8,7 @@ mod common;
 mod inspect;
 mod output;
 mod parity;
+mod quality;
 mod quantize;
 mod run;
 mod slice_plan;
@@ -47,6 +48,10 @@ enum Command {
     /// Compare our native image pipeline with llama.cpp's own on your files (input sequence,
     /// embeddings, greedy tokens). Exit code 1 when they differ.
     Parity(parity::ParityArgs),
+    /// Compare a candidate (quantized) pair with a reference pair on images and prompts: KL
+    /// divergence, top-1 agreement, perplexity, projector cosine, for the projector and the
+    /// language model separately and together.
+    Quality(quality::QualityArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -60,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::main(args),
         Command::Quantize(args) => quantize::main(args),
         Command::SlicePlan(args) => slice_plan::main(args),
+        Command::Quality(args) => quality::main(args),
         Command::Parity(args) => match parity::main(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),

@@ -760,7 +760,10 @@ mod golden {
             std::fs::rename(&tmp, &path).expect("rename golden table");
             eprintln!("wrote {}", path.display());
         } else {
-            assert_eq!(out, GOLDEN, "{GOLDEN_PATH} is not llama.cpp's current answer");
+            assert_eq!(
+                out, GOLDEN,
+                "{GOLDEN_PATH} is not llama.cpp's current answer"
+            );
         }
     }
 }

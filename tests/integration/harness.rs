@@ -100,7 +100,16 @@ pub fn tiny_pair(version: &str) -> (PathBuf, PathBuf) {
         .or_insert_with(|| {
             let dir = work_dir().join(format!("tiny-{version}"));
             let d = dir.to_str().expect("utf-8 temp path");
-            minicpmv(["synth", "--version", version, "--scale", "tiny", "--out-dir", d]).ok();
+            minicpmv([
+                "synth",
+                "--version",
+                version,
+                "--scale",
+                "tiny",
+                "--out-dir",
+                d,
+            ])
+            .ok();
             (dir.join("model.gguf"), dir.join("mmproj.gguf"))
         })
         .clone()

@@ -7,6 +7,7 @@ mod bad_input;
 mod chat;
 mod independent_gguf;
 mod parity;
+mod quality;
 mod quantize;
-mod slice_plan;
 mod run_versions;
+mod slice_plan;
