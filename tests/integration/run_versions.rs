@@ -30,8 +30,22 @@ fn layout_tokens(cols: u64, rows: u64, v25: bool) -> u64 {
 
 fn run_json(model: &str, mmproj: &str, img: &str) -> serde_json::Value {
     minicpmv([
-        "run", "-m", model, "--mmproj", mmproj, "--image", img, "-p", "What is in the image?",
-        "-n", "12", "--temp", "0", "-t", "2", "--json",
+        "run",
+        "-m",
+        model,
+        "--mmproj",
+        mmproj,
+        "--image",
+        img,
+        "-p",
+        "What is in the image?",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "-t",
+        "2",
+        "--json",
     ])
     .ok()
     .json()
@@ -50,7 +64,10 @@ fn every_version_runs_on_a_large_and_a_small_image() {
             let a = run_json(model, mmproj, img);
             let b = run_json(model, mmproj, img);
             let ids = a["token_ids"].as_array().expect("token_ids");
-            assert!(!ids.is_empty(), "{version} {w}x{h}: no tokens generated: {a}");
+            assert!(
+                !ids.is_empty(),
+                "{version} {w}x{h}: no tokens generated: {a}"
+            );
             assert!(a["text"].is_string(), "{version} {w}x{h}: no text");
             assert_eq!(
                 a["token_ids"], b["token_ids"],
@@ -101,12 +118,25 @@ fn streamed_text_equals_json_text() {
         streamed.stdout.trim_end_matches('\n'),
         json["text"].as_str().unwrap()
     );
-    assert!(streamed.stderr.contains("tok/s"), "no timing summary: {}", streamed.stderr);
+    assert!(
+        streamed.stderr.contains("tok/s"),
+        "no timing summary: {}",
+        streamed.stderr
+    );
 }
 
 #[test]
 fn run_without_a_model_uses_the_synthetic_demo_and_says_so() {
     let img = image(300, 200);
-    let r = minicpmv(["run", "--image", img.to_str().unwrap(), "-n", "4", "--temp", "0"]).ok();
+    let r = minicpmv([
+        "run",
+        "--image",
+        img.to_str().unwrap(),
+        "-n",
+        "4",
+        "--temp",
+        "0",
+    ])
+    .ok();
     assert!(r.stderr.contains("synthetic"), "{}", r.stderr);
 }

@@ -48,7 +48,10 @@ fn slice_plan_json_matches_llama_cpp_on_the_golden_sizes() {
         assert_eq!(p["overview"], serde_json::json!(r.overview), "{what}");
         assert_eq!(p["n_slices"], r.n_slices, "{what}");
         if r.n_slices == 0 {
-            assert!(p["grid"].is_null() && p["refine"].is_null() && p["slice"].is_null(), "{what}");
+            assert!(
+                p["grid"].is_null() && p["refine"].is_null() && p["slice"].is_null(),
+                "{what}"
+            );
         } else {
             assert_eq!(p["grid"], serde_json::json!(r.grid), "{what}");
             assert_eq!(p["refine"], serde_json::json!(r.refine), "{what}");
