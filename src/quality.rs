@@ -4,9 +4,10 @@
 //!
 //! The text is fixed: the reference pair's greedy continuation of each prompt (`n_predict`
 //! tokens, end-of-generation ignored). Every combination of (projector, language model) in
-//! {reference, candidate}² then reads the same input (prompt + image embeddings of its projector
-//! + continuation), and its next-token distribution at each continuation position (including
-//! the position that predicts the first continuation token) is compared with the reference's:
+//! {reference, candidate}² then reads the same input (the prompt, the image embeddings of its
+//! projector, the continuation), and its next-token distribution at each continuation position
+//! (including the position that predicts the first continuation token) is compared with the
+//! reference's:
 //!
 //! - KL divergence `KL(ref || cand) = Σ p_ref (log p_ref − log p_cand)`, in f64 from the
 //!   log-softmax of the logits; mean and max over positions;
