@@ -10,6 +10,7 @@ use serde::Serialize;
 use minicpmv::family::{self, Version};
 use minicpmv::gguf::{FileKind, GgufFile, MetaValue};
 use minicpmv::inputs::IMAGE_TOKENS;
+use minicpmv_quantize::human_bytes;
 
 use super::output::Stdout;
 
@@ -130,21 +131,6 @@ fn build(f: &GgufFile) -> Report {
         n_vocab: tokens.map(<[String]>::len),
         has_image_tokens: tokens.map(|t| IMAGE_TOKENS.iter().all(|it| t.iter().any(|x| x == it))),
         tensor_types,
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
     }
 }
 
