@@ -27,6 +27,8 @@ fn main() {
         src.join("include"),
         src.join("ggml/include"),
         src.join("tools/mtmd"),
+        // llama-ext.h: llama.cpp's memory breakdown, for the memory planner.
+        src.join("src"),
     ];
     for dir in &includes {
         assert!(

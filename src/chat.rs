@@ -28,8 +28,8 @@ use crate::embd_cache::{
 use crate::family::Version;
 use crate::ffi::mtmd::default_marker;
 use crate::ffi::{
-    ClipError, ClipProjector, Context, ContextParams, DecodeError, Model, Sampler, SamplerParams,
-    Token,
+    ClipError, ClipProjector, Context, ContextParams, DecodeError, KvType, Model, Sampler,
+    SamplerParams, Token,
 };
 use crate::generate::{generate_until, StopReason};
 use crate::inputs::{check_projector, InputError};
@@ -63,6 +63,11 @@ pub struct ChatConfig {
     /// A system message at the start of the conversation (the template's default otherwise).
     pub system: Option<String>,
     pub cache: CacheConfig,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+    /// Low-memory mode: free the projector after each image is encoded (a new image loads it
+    /// again), so it is resident next to the language model only while it encodes.
+    pub low_mem: bool,
 }
 
 impl Default for ChatConfig {
@@ -79,6 +84,8 @@ impl Default for ChatConfig {
             warmup: false,
             system: None,
             cache: CacheConfig::default(),
+            kv_type: KvType::default(),
+            low_mem: false,
         }
     }
 }
@@ -261,6 +268,7 @@ impl<'m> ChatSession<'m> {
                 n_batch: cfg.n_batch,
                 n_threads: cfg.n_threads,
                 n_threads_batch: cfg.n_threads,
+                kv_type: cfg.kv_type,
             },
         )?;
         Ok(ChatSession {
@@ -522,6 +530,9 @@ impl<'m> ChatSession<'m> {
                 embeddings[slot] = Some(emb);
             }
             timings.image_encode_secs = timings.chunk_encode_secs.iter().sum();
+            if self.cfg.low_mem {
+                self.projector = None;
+            }
         }
         let emb_refs: Vec<&ImageEmbeddings> = embeddings.iter().flatten().map(|e| &**e).collect();
         debug_assert_eq!(emb_refs.len(), needed.len());

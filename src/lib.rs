@@ -8,6 +8,7 @@
 //! - [`synth`]: synthetic GGUF pairs with the real layouts and random weights;
 //! - [`inputs`]: checks on the user's files; [`vision`]: image loading;
 //! - [`prompt`], [`generate`], [`run`]: the pipeline;
+//! - [`pull`]: model pairs downloaded from Hugging Face into a local cache;
 //! - [`chat`]: multi-turn sessions reusing the KV cache; [`embd_cache`]: image embeddings
 //!   cached by content, in memory and on disk;
 //! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim).
@@ -20,10 +21,13 @@ pub mod generate;
 pub mod gguf;
 pub mod inputs;
 pub mod layout;
+pub mod memplan;
 pub mod native;
 pub mod parity;
 pub mod prompt;
+pub mod pull;
 pub mod quality;
 pub mod run;
 pub mod synth;
+pub mod system;
 pub mod vision;

@@ -491,6 +491,8 @@ pub fn evaluate(
             max_slices: cfg.max_slices,
             pipeline: Pipeline::Native,
             warmup: false,
+            kv_type: Default::default(),
+            low_mem: false,
             load: cfg.load,
         };
         let prep = prepare(&run_cfg)?;
@@ -555,6 +557,7 @@ pub fn evaluate(
         n_batch: cfg.n_batch,
         n_threads: cfg.n_threads,
         n_threads_batch: cfg.n_threads,
+        kv_type: Default::default(),
     };
     let n_batch = cfg.n_batch.max(1) as usize;
     let style = LayoutStyle::for_minicpmv_version(ref_facts.projector.minicpmv_version);

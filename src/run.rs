@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
-    ClipProjector, Context, ContextParams, DecodeError, LoadParams, Model, Sampler, SamplerParams,
-    Token,
+    ClipProjector, Context, ContextParams, DecodeError, KvType, LoadParams, Model, Sampler,
+    SamplerParams, Token,
 };
 use crate::generate::{generate, StopReason};
 use crate::inputs::{check_pair, InputError, PairFacts};
@@ -59,6 +59,12 @@ pub struct RunConfig {
     /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
     pub warmup: bool,
     pub load: LoadParams,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+    /// Sequential low-memory mode (native pipeline): encode the images with only the
+    /// projector loaded, free it, then load the language model. Peak memory is the larger of
+    /// the two instead of their sum.
+    pub low_mem: bool,
 }
 
 /// One earlier message of a conversation that a run continues ([`run_with_history`]): its
@@ -124,6 +130,10 @@ pub struct RunOutput {
     pub n_projector_calls: usize,
     pub stop: StopReason,
     pub timings: Timings,
+    /// Whether the sequential low-memory mode ran.
+    pub low_mem: bool,
+    /// This process's peak resident memory at the end of the run (`VmHWM`; Linux only).
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// Why a run failed.
@@ -157,6 +167,8 @@ pub enum RunError {
     MarkerCount { markers: usize, images: usize },
     #[error("a {role} message of the history has {images} images attached; only user messages carry images")]
     HistoryImages { role: &'static str, images: usize },
+    #[error("--low-mem needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
+    LowMemNeedsNative,
     #[error("--max-slices {0} needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
     MaxSlicesNeedsNative(u32),
     #[error("no prompt and no image: nothing to run")]
@@ -222,6 +234,9 @@ fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<P
     if cfg.pipeline == Pipeline::LlamaCpp && cfg.max_slices != 9 {
         return Err(RunError::MaxSlicesNeedsNative(cfg.max_slices));
     }
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.low_mem {
+        return Err(RunError::LowMemNeedsNative);
+    }
     let marker = mtmd::default_marker();
     let version = facts.projector.version;
     let mut messages: Vec<Message> = history
@@ -273,18 +288,44 @@ pub fn run_with_history(
 ) -> Result<RunOutput, RunError> {
     let t_start = Instant::now();
     let prep = prepare_with_history(cfg, history)?;
-    let t_load = Instant::now();
-    let model = Model::load(&cfg.model, cfg.load)?;
-    let mut load_secs = t_load.elapsed().as_secs_f64();
     let ctx_params = ContextParams {
         n_ctx: cfg.n_ctx,
         n_batch: cfg.n_batch,
         n_threads: cfg.n_threads,
         n_threads_batch: cfg.n_threads,
+        kv_type: cfg.kv_type,
     };
-    let (mut ctx, pre) = match cfg.pipeline {
-        Pipeline::Native => prefill_native(cfg, &prep, &model, ctx_params, on_event)?,
-        Pipeline::LlamaCpp => prefill_llama_cpp(cfg, &prep, &model, ctx_params)?,
+    let model;
+    let mut load_secs;
+    let (mut ctx, pre) = match (cfg.pipeline, cfg.low_mem) {
+        (Pipeline::Native, false) => {
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            let seq = native_sequence(cfg, &prep, &model)?;
+            let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
+            prefill_native(cfg, &model, ctx_params, seq, enc)?
+        }
+        (Pipeline::Native, true) => {
+            // The prompt is laid out with the vocabulary alone (a few MB), the images are
+            // encoded with the projector alone, and only then do the weights come in.
+            let t_load = Instant::now();
+            let vocab = Model::load_vocab_only(&cfg.model)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            let seq = native_sequence(cfg, &prep, &vocab)?;
+            drop(vocab);
+            let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs += t_load.elapsed().as_secs_f64();
+            prefill_native(cfg, &model, ctx_params, seq, enc)?
+        }
+        (Pipeline::LlamaCpp, _) => {
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            prefill_llama_cpp(cfg, &prep, &model, ctx_params)?
+        }
     };
     load_secs += pre.load_secs;
 
@@ -325,6 +366,8 @@ pub fn run_with_history(
         n_projector_calls: pre.n_projector_calls,
         stop: gen.stop,
         timings,
+        low_mem: cfg.low_mem,
+        peak_rss_bytes: crate::system::process_rss().map(|(_, peak)| peak),
     })
 }
 
@@ -340,13 +383,22 @@ fn check_fits(n_text: usize, n_image: usize, n_ctx: u32) -> Result<(), RunError>
     Ok(())
 }
 
-fn prefill_native<'m>(
+/// The model input of the native pipeline, laid out before any pixel is encoded.
+struct NativeSequence {
+    segments: Vec<Segment>,
+    n_text: usize,
+    n_image: usize,
+    n_chunks: usize,
+    n_layout: usize,
+}
+
+/// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
+/// only the vocabulary of `model`.
+fn native_sequence(
     cfg: &RunConfig,
     prep: &Prepared,
-    model: &'m Model,
-    ctx_params: ContextParams,
-    on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<(Context<'m>, Prefilled), RunError> {
+    model: &Model,
+) -> Result<NativeSequence, RunError> {
     let info = &prep.facts.projector;
     let style = LayoutStyle::for_minicpmv_version(info.minicpmv_version);
     let params = SliceParams {
@@ -355,7 +407,6 @@ fn prefill_native<'m>(
         max_slices: cfg.max_slices,
     };
     let plans = plan_images(&prep.images, &params)?;
-    // The whole input sequence is known before any pixel is encoded: check it fits first.
     let layout = LayoutTokens::lookup(model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
     let segments = native::build_sequence(
@@ -379,7 +430,38 @@ fn prefill_native<'m>(
     }
     check_fits(n_text, n_image, cfg.n_ctx)?;
     let n_layout: usize = plans.iter().map(|p| n_layout_tokens(style, p.grid)).sum();
+    Ok(NativeSequence {
+        segments,
+        n_text,
+        n_image,
+        n_chunks,
+        n_layout,
+    })
+}
 
+/// The images' embeddings, made with the projector loaded for this call only.
+struct Encoded {
+    embeddings: Vec<ImageEmbeddings>,
+    encode_secs: Vec<f64>,
+    n_projector_calls: usize,
+    load_secs: f64,
+}
+
+fn encode_native(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    n_chunks: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Encoded, RunError> {
+    if prep.images.is_empty() {
+        // A text-only prompt never loads the projector.
+        return Ok(Encoded {
+            embeddings: Vec::new(),
+            encode_secs: Vec::new(),
+            n_projector_calls: 0,
+            load_secs: 0.0,
+        });
+    }
     let t_load = Instant::now();
     let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup)?;
     let load_secs = t_load.elapsed().as_secs_f64();
@@ -406,15 +488,32 @@ fn prefill_native<'m>(
         }
         embeddings.push(emb);
     }
+    // The projector is freed here, before the language model's context and KV cache exist,
+    // and the heap it and the preprocessed slices grew is handed back.
     let n_projector_calls = projector.n_encode_calls();
     drop(projector);
+    crate::ffi::trim_heap();
+    Ok(Encoded {
+        embeddings,
+        encode_secs,
+        n_projector_calls,
+        load_secs,
+    })
+}
 
+fn prefill_native<'m>(
+    cfg: &RunConfig,
+    model: &'m Model,
+    ctx_params: ContextParams,
+    seq: NativeSequence,
+    enc: Encoded,
+) -> Result<(Context<'m>, Prefilled), RunError> {
     let mut ctx = Context::new(model, ctx_params)?;
     let t_prefill = Instant::now();
-    let emb_refs: Vec<&ImageEmbeddings> = embeddings.iter().collect();
+    let emb_refs: Vec<&ImageEmbeddings> = enc.embeddings.iter().collect();
     let n_past = native::prefill(
         &mut ctx,
-        &segments,
+        &seq.segments,
         &emb_refs,
         model.n_embd(),
         cfg.n_batch as usize,
@@ -425,13 +524,13 @@ fn prefill_native<'m>(
         ctx,
         Prefilled {
             n_past,
-            n_prompt_tokens: n_text + n_image,
-            n_image_tokens: n_image,
-            n_image_layout_tokens: n_layout,
-            n_image_chunks: n_chunks,
-            n_projector_calls,
-            load_secs,
-            encode_secs,
+            n_prompt_tokens: seq.n_text + seq.n_image,
+            n_image_tokens: seq.n_image,
+            n_image_layout_tokens: seq.n_layout,
+            n_image_chunks: seq.n_chunks,
+            n_projector_calls: enc.n_projector_calls,
+            load_secs: enc.load_secs,
+            encode_secs: enc.encode_secs,
             prompt_secs,
         },
     ))

@@ -202,6 +202,8 @@ pub fn main(args: ChatArgs) -> Result<()> {
             dir: args.embd_cache.clone(),
             disk_max_bytes: mib_to_bytes(args.embd_cache_max_mb),
         },
+        kv_type: gen.kv_type(),
+        low_mem: gen.low_mem_for(&model_path, &mmproj, &args.images),
     };
     let model = Model::load(&model_path, gen.load_params())?;
     let mut session = ChatSession::new(&model, &mmproj, cfg)?;

@@ -1,23 +1,34 @@
 //! Flags shared by `run` and `chat`: the model pair, and generation settings. One definition,
 //! flattened into both commands, so the two cannot drift apart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
 
-use minicpmv::ffi::{LoadParams, SamplerParams};
+use minicpmv::ffi::{KvType, LoadParams, SamplerParams};
+use minicpmv::memplan::{self, PlanSettings};
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
+
+use super::output::human_bytes;
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Language model GGUF. Without -m and --mmproj, a tiny synthetic MiniCPM-V 2.6 pair is
-    /// generated (random weights: the text is noise) so the whole pipeline can be tried.
+    /// Language model GGUF. Without -m and --mmproj: the default model, MiniCPM-V 2.6 Q4_K_M
+    /// with its mmproj, downloaded into the cache on first use (see `minicpmv pull`).
     #[arg(short = 'm', long, value_name = "MODEL.gguf", requires = "mmproj")]
     pub model: Option<PathBuf>,
     /// Vision projector GGUF (mmproj) that belongs to the language model.
     #[arg(long, value_name = "MMPROJ.gguf", requires = "model")]
     pub mmproj: Option<PathBuf>,
+    /// Use a tiny synthetic MiniCPM-V 2.6 pair (random weights: the text is noise), generated
+    /// on the fly, to try the whole pipeline without downloading anything.
+    #[arg(long, conflicts_with_all = ["model", "mmproj"])]
+    pub demo: bool,
+    /// Never use the network: without -m, the default model must already be in the cache
+    /// (also MINICPMV_OFFLINE=1 or HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 impl ModelArgs {
@@ -25,13 +36,18 @@ impl ModelArgs {
     pub fn resolve(&self) -> Result<(PathBuf, PathBuf, bool)> {
         match (&self.model, &self.mmproj) {
             (Some(m), Some(p)) => Ok((m.clone(), p.clone(), false)),
-            _ => {
+            _ if self.demo => {
                 let (m, p) = super::synth::demo_pair()?;
                 eprintln!(
-                    "note: no -m/--mmproj given: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for a real model.",
+                    "note: --demo: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for another model.",
                     m.parent().map(|d| d.display().to_string()).unwrap_or_default()
                 );
                 Ok((m, p, true))
+            }
+            _ => {
+                let pair = super::pull::default_pair(self.offline)?;
+                super::pull::announce(&pair);
+                Ok((pair.model.path, pair.mmproj.path, false))
             }
         }
     }
@@ -64,7 +80,7 @@ pub struct GenerationArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = SamplerParams::default().seed)]
     pub seed: u32,
-    /// Threads (default: all available cores).
+    /// Threads (default: the physical performance cores this process may use).
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
     pub threads: Option<u32>,
     /// Context length in tokens (prompt or whole conversation, image embeddings, answers).
@@ -81,6 +97,22 @@ pub struct GenerationArgs {
     /// Read the whole language model into RAM instead of memory-mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Lock the language model's weights in RAM (no paging out; needs RLIMIT_MEMLOCK).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Use the weights as stored instead of letting llama.cpp repack them for its faster CPU
+    /// kernels (slower decode; the mapped file is then the only copy).
+    #[arg(long)]
+    pub no_repack: bool,
+    /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
+    /// half and a quarter.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: KvTypeArg,
+    /// Sequential low-memory mode: encode the images with only the projector loaded, free it,
+    /// then load the language model (chat: the projector is loaded only while it encodes).
+    /// Chosen automatically when the pair does not fit in available memory together.
+    #[arg(long)]
+    pub low_mem: bool,
     /// Draw a progress bar for image encoding even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -111,12 +143,84 @@ impl GenerationArgs {
     pub fn load_params(&self) -> LoadParams {
         LoadParams {
             use_mmap: !self.no_mmap,
+            use_mlock: self.mlock,
+            repack: !self.no_repack,
             ..LoadParams::default()
+        }
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type.into()
+    }
+
+    /// Whether to run in low-memory mode: when asked, or when the planner predicts that the
+    /// default mode does not fit in the memory available now but low-memory mode fits better
+    /// (said on stderr). The planner is consulted only when the files are not clearly small
+    /// enough, so ordinary runs pay nothing for it.
+    pub fn low_mem_for(&self, model: &Path, mmproj: &Path, images: &[PathBuf]) -> bool {
+        if self.low_mem {
+            return true;
+        }
+        if memplan::clearly_fits(model, mmproj, self.ctx_size) {
+            return false;
+        }
+        let settings = PlanSettings {
+            n_ctx: self.ctx_size,
+            n_batch: self.n_batch(),
+            kv_type: self.kv_type(),
+            low_mem: false,
+            use_mmap: !self.no_mmap,
+            use_mlock: self.mlock,
+            repack: !self.no_repack,
+            max_slices: self.max_slices,
+            n_threads: self.n_threads(),
+        };
+        // A failing plan is not an error here: the run itself reports bad inputs.
+        let Ok(plan) = memplan::plan(model, mmproj, images, self.max_image_pixels, &settings)
+        else {
+            return false;
+        };
+        let low = memplan::predict(
+            &plan.footprint,
+            &PlanSettings {
+                low_mem: true,
+                ..settings
+            },
+        );
+        if !memplan::should_switch_to_low_mem(&plan.prediction, &low, plan.available.as_ref()) {
+            return false;
+        }
+        eprintln!(
+            "note: the model and projector need about {} together but {} is available; using --low-mem (about {}). See `minicpmv plan`.",
+            human_bytes(plan.prediction.peak),
+            plan.available.as_ref().map_or_else(|| "less".to_string(), |a| human_bytes(a.bytes)),
+            human_bytes(low.peak),
+        );
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvTypeArg {
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl From<KvTypeArg> for KvType {
+    fn from(a: KvTypeArg) -> KvType {
+        match a {
+            KvTypeArg::F16 => KvType::F16,
+            KvTypeArg::Q8_0 => KvType::Q8_0,
+            KvTypeArg::Q4_0 => KvType::Q4_0,
         }
     }
 }
 
-/// All cores the process may use.
+/// Default thread count: the physical performance cores this process may use
+/// ([`minicpmv::system::performance_cores`]).
 pub fn default_threads() -> i32 {
-    std::thread::available_parallelism().map_or(4, |n| n.get() as i32)
+    minicpmv::system::performance_cores() as i32
 }

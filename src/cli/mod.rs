@@ -8,6 +8,8 @@ mod common;
 mod inspect;
 mod output;
 mod parity;
+mod plan;
+mod pull;
 mod quality;
 mod quantize;
 mod run;
@@ -52,6 +54,13 @@ enum Command {
     /// divergence, top-1 agreement, perplexity, projector cosine, for the projector and the
     /// language model separately and together.
     Quality(quality::QualityArgs),
+    /// Predict the peak memory of a run (per phase, from llama.cpp's own estimates) against
+    /// the memory available now, and the settings that would make it fit. Exit code 1 when it
+    /// does not fit.
+    Plan(plan::PlanArgs),
+    /// Download a language model + mmproj pair from Hugging Face into the cache (default:
+    /// MiniCPM-V 2.6 Q4_K_M), resuming partial files and checking sha256.
+    Pull(pull::PullArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -66,6 +75,11 @@ pub fn main() -> ExitCode {
         Command::Quantize(args) => quantize::main(args),
         Command::SlicePlan(args) => slice_plan::main(args),
         Command::Quality(args) => quality::main(args),
+        Command::Pull(args) => pull::main(args),
+        Command::Plan(args) => match plan::main(args) {
+            Ok(false) => return ExitCode::from(1),
+            other => other.map(|_| ()),
+        },
         Command::Parity(args) => match parity::main(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),

@@ -61,6 +61,8 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         max_slices: 9,
         pipeline: Pipeline::Native,
         warmup: false,
+        kv_type: Default::default(),
+        low_mem: false,
         load: LoadParams::default(),
     };
     let report = compare(&cfg)?;

@@ -86,6 +86,12 @@ pub fn main(args: RunArgs) -> Result<()> {
             pipeline == Pipeline::LlamaCpp
         },
         load: gen.load_params(),
+        kv_type: gen.kv_type(),
+        // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
+        low_mem: match pipeline {
+            Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
+            Pipeline::LlamaCpp => gen.low_mem,
+        },
     };
     let mut stdout = Stdout::default();
     let streaming = !args.json;
@@ -121,8 +127,15 @@ pub fn main(args: RunArgs) -> Result<()> {
 
 fn print_summary(out: &RunOutput) {
     let t = &out.timings;
+    let memory = out.peak_rss_bytes.map_or_else(String::new, |b| {
+        format!(
+            " | peak memory {}{}",
+            super::output::human_bytes(b),
+            if out.low_mem { " (--low-mem)" } else { "" }
+        )
+    });
     eprintln!(
-        "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s",
+        "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s{}",
         t.load_secs,
         t.image_encode_secs,
         out.n_image_chunks,
@@ -139,5 +152,6 @@ fn print_summary(out: &RunOutput) {
             .unwrap_or_default(),
         t.time_to_first_token_secs,
         t.total_secs,
+        memory,
     );
 }

@@ -9,8 +9,11 @@ mod backend;
 mod batch;
 mod clip;
 mod context;
+mod estimate;
 mod model;
 pub mod mtmd;
+mod pages;
+pub use pages::trim_heap;
 mod sampler;
 
 pub use backend::{init_backend, set_verbose};
@@ -19,7 +22,10 @@ pub use clip::{
     ClipError, ClipInfo, ClipProjector, LlamaImageF32, LlamaSlicePlan, LlamaSliceRect,
     LLAMA_MAX_IMAGE_SIDE,
 };
-pub use context::{Context, ContextParams, DecodeError};
+pub use context::{Context, ContextParams, DecodeError, KvType};
+pub use estimate::{
+    clip_memory_estimate, llama_memory_estimate, ClipMemEstimate, LlamaMemEstimate,
+};
 pub use model::{apply_chat_template, LoadParams, Model, ModelLoadError, Token};
 pub use sampler::{Sampler, SamplerParams};
 

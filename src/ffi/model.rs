@@ -18,6 +18,14 @@ pub struct LoadParams {
     pub use_mlock: bool,
     /// Layers to offload to a GPU backend (0 on CPU-only builds).
     pub n_gpu_layers: i32,
+    /// Let llama.cpp repack weights into the layouts of its faster CPU kernels (Q4_0, Q4_K,
+    /// IQ4_NL, ... into interleaved blocks). The repacked copy is anonymous memory.
+    pub repack: bool,
+    /// With mmap: release, while the model loads, the pages of the mapped file that the
+    /// loader read (llama.cpp maps with MAP_POPULATE and reads every tensor it repacks). Without this, every repacked tensor stays resident
+    /// twice (the mapped original and the repacked copy) until the OS reclaims the page cache.
+    /// Pages of tensors used straight from the mapping come back on first use.
+    pub release_loader_pages: bool,
 }
 
 impl Default for LoadParams {
@@ -26,8 +34,40 @@ impl Default for LoadParams {
             use_mmap: true,
             use_mlock: false,
             n_gpu_layers: 0,
+            repack: true,
+            release_loader_pages: true,
         }
     }
+}
+
+/// What the load progress callback needs: where the model file is mapped (found on the first
+/// call, once llama.cpp has mapped it) and how far the last release went.
+struct PageRelease {
+    file: PathBuf,
+    ranges: Option<Vec<(usize, usize)>>,
+    last: f32,
+}
+
+/// llama.cpp's load progress callback: every 1% of progress (and at the end), drop the
+/// model file's mapped pages from this process (`MADV_DONTNEED`). The mapping is read-only and
+/// shared with the page cache, so tensors that are used from the mapping read the same bytes
+/// again on their next access; tensors that were copied into repacked buffers are never read
+/// from the mapping again, and their pages stop counting against this process.
+extern "C" fn release_pages_progress(progress: f32, user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: user_data is the `&mut PageRelease` that Model::load passed for this load; it
+    // lives on Model::load's stack for the whole llama_model_load_from_file call.
+    let st = unsafe { &mut *(user_data as *mut PageRelease) };
+    if progress < 1.0 && progress - st.last < 0.01 {
+        return true;
+    }
+    st.last = progress;
+    if st.ranges.is_none() {
+        st.ranges = Some(super::pages::file_mappings(&st.file));
+    }
+    for &(start, end) in st.ranges.iter().flatten() {
+        super::pages::release(start, end);
+    }
+    true
 }
 
 /// An error from llama.cpp while loading a model (its own message goes to the `-v` log).
@@ -55,6 +95,21 @@ impl Model {
     /// Loads a GGUF language model. The caller has already checked that the file exists and is a
     /// language-model GGUF (llama.cpp aborts the process on some malformed files).
     pub fn load(path: &Path, params: LoadParams) -> Result<Model, ModelLoadError> {
+        Self::load_with(path, params, false)
+    }
+
+    /// Loads only the vocabulary and metadata (a few MB): enough to tokenize, while the
+    /// weights stay on disk. Used to lay out the prompt before the projector runs in low-memory
+    /// mode.
+    pub fn load_vocab_only(path: &Path) -> Result<Model, ModelLoadError> {
+        Self::load_with(path, LoadParams::default(), true)
+    }
+
+    fn load_with(
+        path: &Path,
+        params: LoadParams,
+        vocab_only: bool,
+    ) -> Result<Model, ModelLoadError> {
         super::init_backend();
         let err = |hint| ModelLoadError {
             path: path.to_path_buf(),
@@ -64,6 +119,7 @@ impl Model {
             .map_err(|_| err(" (the path contains a NUL byte)"))?;
         // SAFETY: llama_model_default_params returns a plain struct by value.
         let mut mp = unsafe { sys::llama_model_default_params() };
+        mp.vocab_only = vocab_only;
         mp.n_gpu_layers = params.n_gpu_layers;
         mp.load_mode = match (params.use_mmap, params.use_mlock) {
             (true, false) => sys::LLAMA_LOAD_MODE_MMAP,
@@ -71,8 +127,20 @@ impl Model {
             (false, true) => sys::LLAMA_LOAD_MODE_MLOCK,
             (false, false) => sys::LLAMA_LOAD_MODE_NONE,
         };
+        mp.use_extra_bufts = params.repack;
+        let mut release = PageRelease {
+            file: path.to_path_buf(),
+            ranges: None,
+            last: 0.0,
+        };
+        // Releasing pages undoes mlock's purpose and is pointless without a mapping.
+        if !vocab_only && params.use_mmap && !params.use_mlock && params.release_loader_pages {
+            mp.progress_callback = Some(release_pages_progress);
+            mp.progress_callback_user_data = (&mut release as *mut PageRelease).cast();
+        }
         // SAFETY: c_path is a valid NUL-terminated string for the duration of the call; mp is a
-        // fully initialised params struct. A null result means failure.
+        // fully initialised params struct whose callback user data (`release`) outlives the
+        // call. A null result means failure.
         let raw = unsafe { sys::llama_model_load_from_file(c_path.as_ptr(), mp) };
         let ptr = NonNull::new(raw).ok_or_else(|| err(" (run with -v to see llama.cpp's log)"))?;
         // SAFETY: ptr is a valid model; the vocab it returns lives as long as the model.

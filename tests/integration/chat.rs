@@ -116,6 +116,8 @@ fn fresh_run(history: &[HistoryMessage], prompt: &str, images: &[PathBuf]) -> Ve
         max_slices: 9,
         pipeline: Pipeline::Native,
         warmup: false,
+        kv_type: Default::default(),
+        low_mem: false,
         load: LoadParams::default(),
     };
     run_with_history(&cfg, history, &mut |_| {})

@@ -10,6 +10,22 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_minicpmv"))
 }
 
+/// A `Command` for the binary. When `MINICPMV_TEST_RUNNER` is set (a whitespace-separated
+/// prefix, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`), the binary runs through it: this is
+/// how scripts/aarch64-test runs a cross-compiled binary under an emulator.
+pub fn bin_command() -> Command {
+    let runner = std::env::var("MINICPMV_TEST_RUNNER").unwrap_or_default();
+    let mut prefix = runner.split_whitespace();
+    match prefix.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(prefix).arg(bin());
+            cmd
+        }
+        None => Command::new(bin()),
+    }
+}
+
 /// The result of one run of the binary.
 #[derive(Debug)]
 pub struct Run {
@@ -61,19 +77,46 @@ impl Run {
     }
 }
 
-/// Runs `minicpmv ARGS...` with no standard input, an isolated MINICPMV_HOME, and returns its
-/// output.
+/// Runs `minicpmv ARGS...` with no standard input, an isolated MINICPMV_HOME, offline
+/// (`MINICPMV_OFFLINE=1`: no test reaches the network), and returns its output.
 pub fn minicpmv<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let out = Command::new(bin())
-        .args(args)
+    minicpmv_env(args, &[])
+}
+
+/// [`minicpmv`] with extra environment variables, set after the defaults so they override
+/// them (e.g. `("MINICPMV_OFFLINE", "0")` with `HF_ENDPOINT` at a local test server).
+pub fn minicpmv_env<I, S>(args: I, env: &[(&str, &std::ffi::OsStr)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = bin_command();
+    cmd.args(args)
         .env("MINICPMV_HOME", work_dir().join("home"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("cannot start the minicpmv binary");
+        .env("MINICPMV_OFFLINE", "1")
+        .stdin(std::process::Stdio::null());
+    // Nothing from the caller's environment may send a test elsewhere.
+    for var in [
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cannot start the minicpmv binary");
     Run::from_output(out)
 }
 

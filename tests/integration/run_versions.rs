@@ -126,10 +126,11 @@ fn streamed_text_equals_json_text() {
 }
 
 #[test]
-fn run_without_a_model_uses_the_synthetic_demo_and_says_so() {
+fn run_with_demo_uses_the_synthetic_pair_and_says_so() {
     let img = image(300, 200);
     let r = minicpmv([
         "run",
+        "--demo",
         "--image",
         img.to_str().unwrap(),
         "-n",

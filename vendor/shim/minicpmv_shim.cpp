@@ -9,10 +9,15 @@
 #include "clip-model.h"
 #include "mtmd-image.h"
 
+#include "ggml-backend.h"
+#include "llama.h"
+#include "llama-ext.h"
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 struct mcv_clip {
@@ -279,4 +284,117 @@ extern "C" int32_t mcv_preproc_copy(const mcv_preproc * pp, int32_t i, float * o
 
 extern "C" void mcv_preproc_free(mcv_preproc * pp) {
     delete pp;
+}
+
+// ---- Memory estimates ------------------------------------------------------------------------
+
+extern "C" int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, uint32_t n_batch,
+                                             int32_t type_kv, bool repack, int32_t n_threads,
+                                             mcv_llama_mem * out, char * err, size_t err_cap) {
+    std::memset(out, 0, sizeof(*out));
+    try {
+        // As llama.cpp's own fit logic does (common/fit.cpp): metadata only, simulated buffers.
+        llama_model_params mp = llama_model_default_params();
+        mp.no_alloc = true;
+        mp.load_mode = LLAMA_LOAD_MODE_NONE;
+        mp.use_extra_bufts = repack;
+        mp.n_gpu_layers = 0;
+        llama_model * model = llama_model_load_from_file(path, mp);
+        if (model == nullptr) {
+            set_err(err, err_cap, "llama.cpp could not read the language model's metadata (run with -v for its log)");
+            return 1;
+        }
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = n_ctx;
+        cp.n_batch = n_batch;
+        cp.n_ubatch = n_batch;
+        cp.n_threads = n_threads;
+        cp.n_threads_batch = n_threads;
+        cp.type_k = (ggml_type) type_kv;
+        cp.type_v = (ggml_type) type_kv;
+        if (type_kv != GGML_TYPE_F16) {
+            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        }
+        llama_context * ctx = llama_init_from_model(model, cp);
+        if (ctx == nullptr) {
+            llama_model_free(model);
+            set_err(err, err_cap, "llama.cpp could not plan a context of this size (run with -v for its log)");
+            return 1;
+        }
+        for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
+            const std::string name = ggml_backend_buft_name(buft);
+            if (name.find("REPACK") != std::string::npos) {
+                out->model_repack += mb.model;
+            } else {
+                out->model_other += mb.model;
+            }
+            out->context += mb.context;
+            out->compute += mb.compute;
+        }
+        llama_free(ctx);
+        llama_model_free(model);
+        return 0;
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while estimating memory");
+    }
+    return 1;
+}
+
+static clip_ctx * clip_load_no_alloc(const char * path, bool warmup) {
+    clip_context_params params{};
+    params.use_gpu = true;
+    params.device = nullptr;
+    params.flash_attn_type = CLIP_FLASH_ATTN_TYPE_AUTO;
+    params.image_min_tokens = -1;
+    params.image_max_tokens = -1;
+    params.warmup = warmup;
+    params.no_alloc = true;
+    clip_init_result res = clip_init(path, params);
+    if (res.ctx_a != nullptr) {
+        clip_free(res.ctx_a);
+    }
+    if (res.ctx_gen_a != nullptr) {
+        clip_free(res.ctx_gen_a);
+    }
+    return res.ctx_v;
+}
+
+static uint64_t clip_mem_total(const clip_ctx * ctx) {
+    uint64_t total = 0;
+    for (const auto & [dev, size] : clip_get_mem_usage(ctx)) {
+        total += size;
+    }
+    return total;
+}
+
+extern "C" int32_t mcv_clip_memory_estimate(const char * path, uint64_t * weights, uint64_t * compute,
+                                            char * err, size_t err_cap) {
+    *weights = 0;
+    *compute = 0;
+    try {
+        // Without warm-up only the weights are counted; with it, also the compute buffers that
+        // the warm-up graph (one slice) reserves.
+        clip_ctx * cold = clip_load_no_alloc(path, false);
+        clip_ctx * warm = cold ? clip_load_no_alloc(path, true) : nullptr;
+        if (cold == nullptr || warm == nullptr) {
+            if (cold) {
+                clip_free(cold);
+            }
+            set_err(err, err_cap, "llama.cpp could not read the projector's metadata (run with -v for its log)");
+            return 1;
+        }
+        *weights = clip_mem_total(cold);
+        const uint64_t total = clip_mem_total(warm);
+        *compute = total > *weights ? total - *weights : 0;
+        clip_free(cold);
+        clip_free(warm);
+        return 0;
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while estimating memory");
+    }
+    return 1;
 }

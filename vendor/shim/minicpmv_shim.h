@@ -104,6 +104,29 @@ int32_t mcv_preproc_copy(const mcv_preproc * pp, int32_t i, float * out, size_t 
 
 void mcv_preproc_free(mcv_preproc * pp);
 
+
+/* ---- Memory estimates, from llama.cpp's own allocation planning (no weights are read) ------
+ *
+ * Both load the file's metadata with `no_alloc` (llama.cpp then only simulates allocations)
+ * and report the bytes it would allocate. Return 0 on success, non-zero with a message in err. */
+
+typedef struct mcv_llama_mem {
+    uint64_t model_repack; /* weights in CPU repack buffers (anonymous memory) */
+    uint64_t model_other;  /* other weights (mapped from the file, or read when not mapped) */
+    uint64_t context;      /* KV cache */
+    uint64_t compute;      /* compute buffers */
+} mcv_llama_mem;
+
+/* Language model + a context of n_ctx tokens, ubatch n_batch. type_kv is a ggml_type
+ * (F16 = 1, Q4_0 = 2, Q8_0 = 8); a quantized type turns flash attention on. */
+int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, uint32_t n_batch,
+                                  int32_t type_kv, bool repack, int32_t n_threads,
+                                  mcv_llama_mem * out, char * err, size_t err_cap);
+
+/* Projector: weights and the compute buffers of one slice encode. */
+int32_t mcv_clip_memory_estimate(const char * path, uint64_t * weights, uint64_t * compute,
+                                 char * err, size_t err_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,140 @@
+//! `minicpmv plan`: predicted peak memory of a run, before loading anything.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use minicpmv::memplan::{self, MemPlan, PlanSettings};
+use minicpmv::vision::DEFAULT_MAX_PIXELS;
+
+use super::common::KvTypeArg;
+use super::output::{human_bytes, Stdout};
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Language model GGUF.
+    #[arg(short = 'm', long, value_name = "MODEL.gguf")]
+    pub model: PathBuf,
+    /// Vision projector GGUF (mmproj).
+    #[arg(long, value_name = "MMPROJ.gguf")]
+    pub mmproj: PathBuf,
+    /// Image the run would encode; repeat for several.
+    #[arg(long = "image", value_name = "IMG")]
+    pub images: Vec<PathBuf>,
+    /// Context length in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx_size: u32,
+    /// KV cache element type.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: KvTypeArg,
+    /// Plan the sequential low-memory mode.
+    #[arg(long)]
+    pub low_mem: bool,
+    /// Plan a run that reads the model into RAM instead of mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// Plan a run with the weights locked in RAM.
+    #[arg(long)]
+    pub mlock: bool,
+    /// Plan a run without llama.cpp's weight repacking.
+    #[arg(long)]
+    pub no_repack: bool,
+    /// Slices per image at most, 1..=9.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_slices: u32,
+    /// Largest image accepted, in pixels.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PlanArgs {
+    fn settings(&self) -> PlanSettings {
+        PlanSettings {
+            n_ctx: self.ctx_size,
+            n_batch: 512.min(self.ctx_size),
+            kv_type: self.kv_type.into(),
+            low_mem: self.low_mem,
+            use_mmap: !self.no_mmap,
+            use_mlock: self.mlock,
+            repack: !self.no_repack,
+            max_slices: self.max_slices,
+            n_threads: super::common::default_threads(),
+        }
+    }
+}
+
+/// Returns whether the run fits (the caller turns `false` into exit code 1).
+pub fn main(args: PlanArgs) -> Result<bool> {
+    let plan = memplan::plan(
+        &args.model,
+        &args.mmproj,
+        &args.images,
+        args.max_image_pixels,
+        &args.settings(),
+    )?;
+    let mut out = Stdout::default();
+    if args.json {
+        let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
+        out.write_str(&(text + "\n"));
+    } else {
+        out.write_str(&render(&plan));
+    }
+    out.finish().context("writing to stdout")?;
+    Ok(plan.fits)
+}
+
+fn render(plan: &MemPlan) -> String {
+    let p = &plan.prediction;
+    let s = &p.settings;
+    let mut t = String::new();
+    let mode = if s.low_mem { "--low-mem" } else { "default" };
+    let load = match (s.use_mmap, s.use_mlock) {
+        (true, false) => "mmap",
+        (true, true) => "mmap+mlock",
+        (false, true) => "read+mlock",
+        (false, false) => "read (no mmap)",
+    };
+    t += &format!(
+        "plan: {} + {}\nmode {mode}, -c {}, kv {}, {load}, repack {}, {} image chunk(s)\n\n",
+        plan.model.display(),
+        plan.mmproj.display(),
+        s.n_ctx,
+        s.kv_type.name(),
+        if s.repack { "on" } else { "off" },
+        plan.footprint.n_image_chunks,
+    );
+    for phase in &p.phases {
+        t += &format!("{} phase\n", phase.name);
+        for item in phase.items.iter().filter(|i| i.bytes > 0) {
+            t += &format!("  {:<58} {:>10}\n", item.what, human_bytes(item.bytes));
+        }
+        t += &format!("  {:<58} {:>10}\n\n", "total", human_bytes(phase.total));
+    }
+    t += &format!(
+        "predicted peak resident memory: {} ({} phase)\n",
+        human_bytes(p.peak),
+        p.peak_phase
+    );
+    match &plan.available {
+        Some(a) => {
+            t += &format!(
+                "available now: {} ({})\nverdict: {}\n",
+                human_bytes(a.bytes),
+                a.source,
+                if plan.fits { "fits" } else { "does NOT fit" }
+            );
+        }
+        None => t += "available now: unknown on this system\n",
+    }
+    if !plan.fits {
+        for sg in &plan.suggestions {
+            t += &format!("  with {:<40} peak {}\n", sg.flags, human_bytes(sg.peak));
+        }
+    }
+    t
+}

@@ -1,0 +1,238 @@
+//! Memory: the sequential `--low-mem` mode, the `plan` command's predictions against the peak
+//! memory runs report, and the memory flags.
+
+use crate::harness::{image, minicpmv, minicpmv_env, tiny_pair};
+
+fn run_json(extra: &[&str]) -> serde_json::Value {
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = image(1920, 1080);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        "-m".into(),
+        model.into(),
+        "--mmproj".into(),
+        mmproj.into(),
+        "--image".into(),
+        img.into(),
+        "-n".into(),
+        "16".into(),
+        "--temp".into(),
+        "0".into(),
+        "--ignore-eos".into(),
+        "-t".into(),
+        "2".into(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    minicpmv(args).ok().json()
+}
+
+fn plan_json(extra: &[&str]) -> serde_json::Value {
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = image(1920, 1080);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "plan".into(),
+        "-m".into(),
+        model.into(),
+        "--mmproj".into(),
+        mmproj.into(),
+        "--image".into(),
+        img.into(),
+        "--json".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    minicpmv(args).ok().json()
+}
+
+#[test]
+fn low_mem_mode_generates_the_same_tokens_as_the_default_mode() {
+    for version in ["2.6", "2.5"] {
+        let (model, mmproj) = tiny_pair(version);
+        let img = image(1920, 1080);
+        let run = |low: bool| {
+            let mut args = vec![
+                "run".into(),
+                "-m".into(),
+                model.clone().into_os_string(),
+                "--mmproj".into(),
+                mmproj.clone().into_os_string(),
+                "--image".into(),
+                img.clone().into_os_string(),
+                "-n".into(),
+                "24".into(),
+                "--temp".into(),
+                "0".into(),
+                "--ignore-eos".into(),
+                "--json".into(),
+            ];
+            if low {
+                args.push("--low-mem".into());
+            }
+            minicpmv(args).ok().json()
+        };
+        let (default, low) = (run(false), run(true));
+        assert_eq!(default["low_mem"], false, "{version}");
+        assert_eq!(low["low_mem"], true, "{version}");
+        assert_eq!(default["token_ids"], low["token_ids"], "{version}");
+        assert_eq!(default["token_ids"].as_array().unwrap().len(), 24);
+        assert_eq!(default["n_projector_calls"], 9);
+        assert_eq!(low["n_projector_calls"], 9);
+        assert_eq!(default["n_prompt_tokens"], low["n_prompt_tokens"]);
+    }
+}
+
+#[test]
+fn plan_predicts_the_peak_memory_of_runs_within_15_percent() {
+    // Two context sizes x default and low-memory mode, on the tiny pair. (The real-shape
+    // figures are measured by scripts/bench and written in docs/benchmarks.)
+    for ctx in ["1024", "4096"] {
+        for low in [false, true] {
+            let mut extra = vec!["-c", ctx];
+            if low {
+                extra.push("--low-mem");
+            }
+            let plan = plan_json(&extra);
+            let predicted = plan["prediction"]["peak"].as_u64().unwrap() as f64;
+            let measured = run_json(&extra)["peak_rss_bytes"].as_u64().unwrap() as f64;
+            let ratio = predicted / measured;
+            assert!(
+                (0.85..=1.15).contains(&ratio),
+                "-c {ctx} low_mem {low}: predicted {predicted} measured {measured} ({ratio:.3})"
+            );
+        }
+    }
+}
+
+#[test]
+fn plan_breaks_the_peak_down_by_phase() {
+    let plan = plan_json(&[]);
+    let phases = plan["prediction"]["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    for ph in phases {
+        let sum: u64 = ph["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["bytes"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, ph["total"].as_u64().unwrap());
+    }
+    let peak = plan["prediction"]["peak"].as_u64().unwrap();
+    assert_eq!(
+        peak,
+        phases
+            .iter()
+            .map(|p| p["total"].as_u64().unwrap())
+            .max()
+            .unwrap()
+    );
+    let fp = &plan["footprint"];
+    assert_eq!(fp["n_image_chunks"], 9);
+    // 9 chunks x 64 queries x the tiny model's width x 4 bytes.
+    let (model, _) = tiny_pair("2.6");
+    let info = minicpmv(["inspect".as_ref(), model.as_os_str(), "--json".as_ref()])
+        .ok()
+        .json();
+    let n_embd = info["hparams"]["embedding_length"]
+        .as_u64()
+        .or_else(|| info["n_embd"].as_u64());
+    if let Some(n_embd) = n_embd {
+        assert_eq!(
+            fp["image_embeddings"].as_u64().unwrap(),
+            9 * 64 * n_embd * 4
+        );
+    }
+    assert!(fp["kv_cache"].as_u64().unwrap() > 0);
+    assert!(fp["projector_weights"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_quantized_kv_cache_is_planned_smaller_and_runs() {
+    let kv = |t: &str| {
+        plan_json(&["--kv-type", t])["footprint"]["kv_cache"]
+            .as_u64()
+            .unwrap() as f64
+    };
+    let (f16, q8, q4) = (kv("f16"), kv("q8_0"), kv("q4_0"));
+    assert!(
+        (q8 / f16 - 34.0 / 64.0).abs() < 0.02,
+        "q8_0/f16 = {}",
+        q8 / f16
+    );
+    assert!(
+        (q4 / f16 - 18.0 / 64.0).abs() < 0.02,
+        "q4_0/f16 = {}",
+        q4 / f16
+    );
+    for t in ["q8_0", "q4_0"] {
+        let out = run_json(&["--kv-type", t]);
+        assert_eq!(out["token_ids"].as_array().unwrap().len(), 16, "{t}");
+    }
+}
+
+#[test]
+fn plan_says_when_a_run_does_not_fit_and_what_would() {
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = image(1920, 1080);
+    let args = [
+        "plan".as_ref(),
+        "-m".as_ref(),
+        model.as_os_str(),
+        "--mmproj".as_ref(),
+        mmproj.as_os_str(),
+        "--image".as_ref(),
+        img.as_os_str(),
+        "-c".as_ref(),
+        "8192".as_ref(),
+    ];
+    let fits = minicpmv_env(
+        args,
+        &[("MINICPMV_FAKE_AVAILABLE_BYTES", "100000000000".as_ref())],
+    );
+    assert_eq!(fits.code, Some(0), "{fits:#?}");
+    assert!(fits.stdout.contains("verdict: fits"), "{}", fits.stdout);
+    let tight = minicpmv_env(
+        args,
+        &[("MINICPMV_FAKE_AVAILABLE_BYTES", "1000000".as_ref())],
+    );
+    assert_eq!(tight.code, Some(1), "{tight:#?}");
+    assert!(tight.stdout.contains("does NOT fit"), "{}", tight.stdout);
+    assert!(tight.stdout.contains("--low-mem"), "{}", tight.stdout);
+    assert!(tight.stdout.contains("--kv-type q8_0"), "{}", tight.stdout);
+}
+
+#[test]
+fn memory_flags_are_checked() {
+    let (model, mmproj) = tiny_pair("2.6");
+    minicpmv([
+        "run".as_ref(),
+        "-m".as_ref(),
+        model.as_os_str(),
+        "--mmproj".as_ref(),
+        mmproj.as_os_str(),
+        "--pipeline".as_ref(),
+        "llama.cpp".as_ref(),
+        "--low-mem".as_ref(),
+        "-p".as_ref(),
+        "hi".as_ref(),
+    ])
+    .fails_with(&["--low-mem needs the native pipeline"]);
+    let r = minicpmv([
+        "plan".as_ref(),
+        "-m".as_ref(),
+        mmproj.as_os_str(),
+        "--mmproj".as_ref(),
+        model.as_os_str(),
+    ]);
+    r.fails_with(&["mmproj.gguf"]);
+    let r = minicpmv(["run", "--kv-type", "q5_1", "--demo"]);
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    // --no-mmap and --no-repack change how weights are held, not what is computed.
+    let base = run_json(&[]);
+    for flag in ["--no-mmap", "--no-repack"] {
+        let out = run_json(&[flag]);
+        assert_eq!(out["token_ids"].as_array().unwrap().len(), 16, "{flag}");
+        assert!(out["peak_rss_bytes"].as_u64().unwrap() > 0, "{flag}");
+    }
+    assert!(base["peak_rss_bytes"].as_u64().unwrap() > 0);
+}
