@@ -104,6 +104,10 @@ pub struct GenerationArgs {
     /// kernels (slower decode; the mapped file is then the only copy).
     #[arg(long)]
     pub no_repack: bool,
+    /// Keep the mapped pages the loader read to repack (llama.cpp's own behaviour: repacked
+    /// weights then stay resident twice). For comparisons.
+    #[arg(long)]
+    pub keep_loader_pages: bool,
     /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
     /// half and a quarter.
     #[arg(long, value_enum, default_value = "f16")]
@@ -145,6 +149,7 @@ impl GenerationArgs {
             use_mmap: !self.no_mmap,
             use_mlock: self.mlock,
             repack: !self.no_repack,
+            release_loader_pages: !self.keep_loader_pages,
             ..LoadParams::default()
         }
     }
