@@ -3,45 +3,32 @@
 
 use crate::harness::{image, minicpmv, minicpmv_env, tiny_pair};
 
-fn run_json(extra: &[&str]) -> serde_json::Value {
+/// `minicpmv COMMAND` on the tiny 2.6 pair and a 1920x1080 image, with `--json`, then the
+/// command-specific `fixed` flags and the test's `extra` ones; the parsed JSON output.
+fn tiny_json(command: &str, fixed: &[&str], extra: &[&str]) -> serde_json::Value {
     let (model, mmproj) = tiny_pair("2.6");
     let img = image(1920, 1080);
     let mut args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
+        command.into(),
         "-m".into(),
         model.into(),
         "--mmproj".into(),
         mmproj.into(),
         "--image".into(),
         img.into(),
-        "-n".into(),
-        "16".into(),
-        "--temp".into(),
-        "0".into(),
-        "--ignore-eos".into(),
-        "-t".into(),
-        "2".into(),
         "--json".into(),
     ];
-    args.extend(extra.iter().map(Into::into));
+    args.extend(fixed.iter().chain(extra).map(Into::into));
     minicpmv(args).ok().json()
 }
 
+fn run_json(extra: &[&str]) -> serde_json::Value {
+    let greedy_16 = ["-n", "16", "--temp", "0", "--ignore-eos", "-t", "2"];
+    tiny_json("run", &greedy_16, extra)
+}
+
 fn plan_json(extra: &[&str]) -> serde_json::Value {
-    let (model, mmproj) = tiny_pair("2.6");
-    let img = image(1920, 1080);
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "plan".into(),
-        "-m".into(),
-        model.into(),
-        "--mmproj".into(),
-        mmproj.into(),
-        "--image".into(),
-        img.into(),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(Into::into));
-    minicpmv(args).ok().json()
+    tiny_json("plan", &[], extra)
 }
 
 #[test]
