@@ -191,10 +191,10 @@ pub fn main(args: ChatArgs) -> Result<()> {
         ignore_eos: gen.ignore_eos,
         sampling: gen.sampling(),
         n_threads: gen.n_threads(),
-        n_ctx: gen.ctx_size,
-        n_batch: gen.n_batch(),
-        max_image_pixels: gen.max_image_pixels,
-        max_slices: gen.max_slices,
+        n_ctx: gen.memory.ctx_size,
+        n_batch: gen.memory.n_batch(),
+        max_image_pixels: gen.memory.max_image_pixels,
+        max_slices: gen.memory.max_slices,
         warmup: args.warmup,
         system: args.system.clone(),
         cache: CacheConfig {
@@ -202,7 +202,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
             dir: args.embd_cache.clone(),
             disk_max_bytes: mib_to_bytes(args.embd_cache_max_mb),
         },
-        kv_type: gen.kv_type(),
+        kv_type: gen.memory.kv_type(),
         low_mem: gen.low_mem_for(&model_path, &mmproj, &args.images),
     };
     let model = Model::load(&model_path, gen.load_params())?;

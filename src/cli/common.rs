@@ -1,5 +1,5 @@
-//! Flags shared by `run` and `chat`: the model pair, and generation settings. One definition,
-//! flattened into both commands, so the two cannot drift apart.
+//! Flags shared by `run` and `chat` (the model pair, generation settings) and by `plan` (the
+//! memory settings). One definition, flattened into each command, so they cannot drift apart.
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +53,68 @@ impl ModelArgs {
     }
 }
 
+/// What decides the memory a run needs, shared by `run`, `chat` and `plan`: the plan of a
+/// command line is made from the very settings its run uses.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// Context length in tokens (prompt or whole conversation, image embeddings, answers).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx_size: u32,
+    /// Largest image accepted, in pixels (width x height).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
+    /// Slices per image at most, 1..=9 (1: the overview only, one projector call per image).
+    /// Fewer slices: faster and fewer tokens, less detail.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_slices: u32,
+    /// Read the whole language model into RAM instead of memory-mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// Lock the language model's weights in RAM (no paging out; needs RLIMIT_MEMLOCK).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Use the weights as stored instead of letting llama.cpp repack them for its faster CPU
+    /// kernels (slower decode; the mapped file is then the only copy).
+    #[arg(long)]
+    pub no_repack: bool,
+    /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
+    /// half and a quarter.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: KvTypeArg,
+    /// Sequential low-memory mode: encode the images with only the projector loaded, free it,
+    /// then load the language model (chat: the projector is loaded only while it encodes).
+    /// Chosen automatically when the pair does not fit in available memory together.
+    #[arg(long)]
+    pub low_mem: bool,
+}
+
+impl MemoryArgs {
+    /// Largest batch per decode call.
+    pub fn n_batch(&self) -> u32 {
+        512.min(self.ctx_size)
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type.into()
+    }
+
+    /// The planner's view of these settings.
+    pub fn plan_settings(&self, n_threads: i32) -> PlanSettings {
+        PlanSettings {
+            n_ctx: self.ctx_size,
+            n_batch: self.n_batch(),
+            kv_type: self.kv_type(),
+            low_mem: self.low_mem,
+            use_mmap: !self.no_mmap,
+            use_mlock: self.mlock,
+            repack: !self.no_repack,
+            max_slices: self.max_slices,
+            n_threads,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GenerationArgs {
     /// Maximum number of tokens to generate (per answer in `chat`).
@@ -83,40 +145,12 @@ pub struct GenerationArgs {
     /// Threads (default: the physical performance cores this process may use).
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
     pub threads: Option<u32>,
-    /// Context length in tokens (prompt or whole conversation, image embeddings, answers).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(16..))]
-    pub ctx_size: u32,
-    /// Largest image accepted, in pixels (width x height).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_image_pixels: u64,
-    /// Slices per image at most, 1..=9 (1: the overview only, one projector call per image).
-    /// Fewer slices: faster and fewer tokens, less detail.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub max_slices: u32,
-    /// Read the whole language model into RAM instead of memory-mapping it.
-    #[arg(long)]
-    pub no_mmap: bool,
-    /// Lock the language model's weights in RAM (no paging out; needs RLIMIT_MEMLOCK).
-    #[arg(long)]
-    pub mlock: bool,
-    /// Use the weights as stored instead of letting llama.cpp repack them for its faster CPU
-    /// kernels (slower decode; the mapped file is then the only copy).
-    #[arg(long)]
-    pub no_repack: bool,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Keep the mapped pages the loader read to repack (llama.cpp's own behaviour: repacked
     /// weights then stay resident twice). For comparisons.
     #[arg(long)]
     pub keep_loader_pages: bool,
-    /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
-    /// half and a quarter.
-    #[arg(long, value_enum, default_value = "f16")]
-    pub kv_type: KvTypeArg,
-    /// Sequential low-memory mode: encode the images with only the projector loaded, free it,
-    /// then load the language model (chat: the projector is loaded only while it encodes).
-    /// Chosen automatically when the pair does not fit in available memory together.
-    #[arg(long)]
-    pub low_mem: bool,
     /// Draw a progress bar for image encoding even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -139,23 +173,14 @@ impl GenerationArgs {
         self.threads.map_or_else(default_threads, |t| t as i32)
     }
 
-    /// Largest batch per decode call.
-    pub fn n_batch(&self) -> u32 {
-        512.min(self.ctx_size)
-    }
-
     pub fn load_params(&self) -> LoadParams {
         LoadParams {
-            use_mmap: !self.no_mmap,
-            use_mlock: self.mlock,
-            repack: !self.no_repack,
+            use_mmap: !self.memory.no_mmap,
+            use_mlock: self.memory.mlock,
+            repack: !self.memory.no_repack,
             release_loader_pages: !self.keep_loader_pages,
             ..LoadParams::default()
         }
-    }
-
-    pub fn kv_type(&self) -> KvType {
-        self.kv_type.into()
     }
 
     /// Whether to run in low-memory mode: when asked, or when the planner predicts that the
@@ -163,26 +188,19 @@ impl GenerationArgs {
     /// (said on stderr). The planner is consulted only when the files are not clearly small
     /// enough, so ordinary runs pay nothing for it.
     pub fn low_mem_for(&self, model: &Path, mmproj: &Path, images: &[PathBuf]) -> bool {
-        if self.low_mem {
+        let m = &self.memory;
+        if m.low_mem {
             return true;
         }
-        if memplan::clearly_fits(model, mmproj, self.ctx_size) {
+        if memplan::clearly_fits(model, mmproj, m.ctx_size) {
             return false;
         }
         let settings = PlanSettings {
-            n_ctx: self.ctx_size,
-            n_batch: self.n_batch(),
-            kv_type: self.kv_type(),
             low_mem: false,
-            use_mmap: !self.no_mmap,
-            use_mlock: self.mlock,
-            repack: !self.no_repack,
-            max_slices: self.max_slices,
-            n_threads: self.n_threads(),
+            ..m.plan_settings(self.n_threads())
         };
         // A failing plan is not an error here: the run itself reports bad inputs.
-        let Ok(plan) = memplan::plan(model, mmproj, images, self.max_image_pixels, &settings)
-        else {
+        let Ok(plan) = memplan::plan(model, mmproj, images, m.max_image_pixels, &settings) else {
             return false;
         };
         let low = memplan::predict(

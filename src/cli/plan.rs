@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use minicpmv::memplan::{self, MemPlan, PlanSettings};
-use minicpmv::vision::DEFAULT_MAX_PIXELS;
+use minicpmv::memplan::{self, MemPlan};
 
-use super::common::KvTypeArg;
+use super::common::MemoryArgs;
 use super::output::{human_bytes, Stdout};
 
 #[derive(Debug, Args)]
@@ -22,50 +21,11 @@ pub struct PlanArgs {
     /// Image the run would encode; repeat for several.
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
-    /// Context length in tokens.
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(16..))]
-    pub ctx_size: u32,
-    /// KV cache element type.
-    #[arg(long, value_enum, default_value = "f16")]
-    pub kv_type: KvTypeArg,
-    /// Plan the sequential low-memory mode.
-    #[arg(long)]
-    pub low_mem: bool,
-    /// Plan a run that reads the model into RAM instead of mapping it.
-    #[arg(long)]
-    pub no_mmap: bool,
-    /// Plan a run with the weights locked in RAM.
-    #[arg(long)]
-    pub mlock: bool,
-    /// Plan a run without llama.cpp's weight repacking.
-    #[arg(long)]
-    pub no_repack: bool,
-    /// Slices per image at most, 1..=9.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
-    pub max_slices: u32,
-    /// Largest image accepted, in pixels.
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub max_image_pixels: u64,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-impl PlanArgs {
-    fn settings(&self) -> PlanSettings {
-        PlanSettings {
-            n_ctx: self.ctx_size,
-            n_batch: 512.min(self.ctx_size),
-            kv_type: self.kv_type.into(),
-            low_mem: self.low_mem,
-            use_mmap: !self.no_mmap,
-            use_mlock: self.mlock,
-            repack: !self.no_repack,
-            max_slices: self.max_slices,
-            n_threads: super::common::default_threads(),
-        }
-    }
 }
 
 /// Returns whether the run fits (the caller turns `false` into exit code 1).
@@ -74,8 +34,8 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         &args.model,
         &args.mmproj,
         &args.images,
-        args.max_image_pixels,
-        &args.settings(),
+        args.memory.max_image_pixels,
+        &args.memory.plan_settings(super::common::default_threads()),
     )?;
     let mut out = Stdout::default();
     if args.json {

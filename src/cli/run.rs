@@ -75,10 +75,10 @@ pub fn main(args: RunArgs) -> Result<()> {
         ignore_eos: gen.ignore_eos,
         sampling: gen.sampling(),
         n_threads: gen.n_threads(),
-        n_ctx: gen.ctx_size,
-        n_batch: gen.n_batch(),
-        max_image_pixels: gen.max_image_pixels,
-        max_slices: gen.max_slices,
+        n_ctx: gen.memory.ctx_size,
+        n_batch: gen.memory.n_batch(),
+        max_image_pixels: gen.memory.max_image_pixels,
+        max_slices: gen.memory.max_slices,
         pipeline,
         warmup: if args.warmup || args.no_warmup {
             args.warmup
@@ -86,11 +86,11 @@ pub fn main(args: RunArgs) -> Result<()> {
             pipeline == Pipeline::LlamaCpp
         },
         load: gen.load_params(),
-        kv_type: gen.kv_type(),
+        kv_type: gen.memory.kv_type(),
         // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
         low_mem: match pipeline {
             Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
-            Pipeline::LlamaCpp => gen.low_mem,
+            Pipeline::LlamaCpp => gen.memory.low_mem,
         },
     };
     let mut stdout = Stdout::default();
