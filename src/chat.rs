@@ -548,7 +548,7 @@ impl<'m> ChatSession<'m> {
             p0 as i32,
         );
         let n_past = match prefilled {
-            Ok(n) => n,
+            Ok(p) => p.n_past,
             Err(e) => {
                 self.ctx.clear_memory();
                 self.kv.clear();

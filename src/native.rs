@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::ffi::{Batch, ClipProjector, Context, DecodeError, Model, Token};
+use crate::ffi::{ClipProjector, Context, DecodeError, Input, Model, Token};
 use crate::layout::{image_layout, LayoutItem, LayoutStyle, LAYOUT_TOKENS};
 use crate::vision::{
     plan_slices, preprocess, LoadedImage, PreprocessError, SliceError, SliceParams, SlicePlan,
@@ -200,54 +200,186 @@ pub fn build_sequence(
     out
 }
 
+/// What a prefill did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefill {
+    /// The position after the sequence.
+    pub n_past: i32,
+    /// `llama_decode` calls it took.
+    pub n_decode_calls: usize,
+}
+
 /// Feeds a sequence to the context from position `n_past`, with logits for the last position
-/// only. Returns the new position.
+/// only.
+///
+/// Text tokens and embedding rows are packed into batches of `n_batch` entries across segment
+/// boundaries. llama.cpp's mtmd helper instead decodes every text and image chunk on its own,
+/// so each short text run between two slices (`</image><slice>`, two tokens) costs a whole pass
+/// over the weights, and ggml computes runs of fewer than four rows one matrix-vector product
+/// at a time. On the 9-slice MiniCPM-V 2.6 layout that is 19 decode calls instead of 2. A model
+/// whose architecture cannot mix tokens and embeddings in one batch (none of MiniCPM-V's) gets
+/// one decode call per segment, as with mtmd.
 pub fn prefill(
     ctx: &mut Context<'_>,
     segments: &[Segment],
     images: &[&ImageEmbeddings],
     n_embd: usize,
     n_batch: usize,
-    mut n_past: i32,
-) -> Result<i32, NativeError> {
-    let n_batch = n_batch.max(1);
-    let mut tok_batch = Batch::tokens(n_batch);
-    let mut emb_batch = Batch::embeddings(n_batch, n_embd);
-    let n_seg = segments.len();
-    for (s, seg) in segments.iter().enumerate() {
-        let last_seg = s + 1 == n_seg;
-        match seg {
-            Segment::Tokens(toks) => {
-                for (c, part) in toks.chunks(n_batch).enumerate() {
-                    let last_part = last_seg && (c + 1) * n_batch >= toks.len();
-                    tok_batch.clear();
-                    for (j, &t) in part.iter().enumerate() {
-                        let logits = last_part && j + 1 == part.len();
-                        push(tok_batch.push_token(t, n_past, logits))?;
-                        n_past += 1;
-                    }
-                    ctx.decode(&tok_batch)?;
-                }
+    n_past: i32,
+) -> Result<Prefill, NativeError> {
+    let inputs = sequence_inputs(segments, images, n_embd);
+    let n_batch = n_batch.clamp(1, ctx.n_batch().max(1));
+    let mut done = Prefill {
+        n_past,
+        n_decode_calls: 0,
+    };
+    for (c, part) in inputs.chunks(n_batch).enumerate() {
+        let last = (c + 1) * n_batch >= inputs.len();
+        match ctx.decode_inputs(part, done.n_past, last) {
+            Ok(()) => {
+                done.n_past += part.len() as i32;
+                done.n_decode_calls += 1;
             }
-            Segment::Chunk { image, chunk } => {
-                let data = &images[*image].chunks[*chunk];
-                let rows: Vec<&[f32]> = data.chunks(n_embd).collect();
-                for (c, part) in rows.chunks(n_batch).enumerate() {
-                    let last_part = last_seg && (c + 1) * n_batch >= rows.len();
-                    emb_batch.clear();
-                    for (j, row) in part.iter().enumerate() {
-                        let logits = last_part && j + 1 == part.len();
-                        push(emb_batch.push_embedding(row, n_past, logits))?;
-                        n_past += 1;
-                    }
-                    ctx.decode(&emb_batch)?;
-                }
+            Err(DecodeError::Rejected { .. }) if is_mixed(part) => {
+                // The cache is unchanged after a rejected batch: go on segment by segment.
+                let rest = &inputs[(done.n_past - n_past) as usize..];
+                let tail = decode_per_segment(ctx, rest, n_batch, done.n_past)?;
+                return Ok(Prefill {
+                    n_past: tail.n_past,
+                    n_decode_calls: done.n_decode_calls + tail.n_decode_calls,
+                });
             }
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(n_past)
+    Ok(done)
 }
 
-fn push(r: Result<(), crate::ffi::BatchError>) -> Result<(), NativeError> {
-    r.map_err(|_| NativeError::Decode(DecodeError::NoKvSlot { n_tokens: 1 }))
+/// [`prefill`] with llama.cpp's mtmd batching: one decode call (or more, past `n_batch`) per
+/// text run and per image chunk. Slower; the reference the packed prefill is tested against.
+pub fn prefill_per_segment(
+    ctx: &mut Context<'_>,
+    segments: &[Segment],
+    images: &[&ImageEmbeddings],
+    n_embd: usize,
+    n_batch: usize,
+    n_past: i32,
+) -> Result<Prefill, NativeError> {
+    let inputs = sequence_inputs(segments, images, n_embd);
+    let n_batch = n_batch.clamp(1, ctx.n_batch().max(1));
+    decode_per_segment(ctx, &inputs, n_batch, n_past)
+}
+
+/// The model input of a sequence, one entry per position.
+fn sequence_inputs<'a>(
+    segments: &'a [Segment],
+    images: &[&'a ImageEmbeddings],
+    n_embd: usize,
+) -> Vec<Input<'a>> {
+    let mut inputs = Vec::new();
+    for seg in segments {
+        match seg {
+            Segment::Tokens(toks) => inputs.extend(toks.iter().map(|&t| Input::Token(t))),
+            Segment::Chunk { image, chunk } => inputs.extend(
+                images[*image].chunks[*chunk]
+                    .chunks(n_embd.max(1))
+                    .map(Input::Embedding),
+            ),
+        }
+    }
+    inputs
+}
+
+fn is_mixed(inputs: &[Input<'_>]) -> bool {
+    let tokens = inputs
+        .iter()
+        .filter(|i| matches!(i, Input::Token(_)))
+        .count();
+    tokens > 0 && tokens < inputs.len()
+}
+
+/// Decodes `inputs` as llama.cpp's mtmd helper does: each run of tokens and each run of
+/// embeddings on its own, in batches of `n_batch`, logits for the last position only.
+fn decode_per_segment(
+    ctx: &mut Context<'_>,
+    inputs: &[Input<'_>],
+    n_batch: usize,
+    n_past: i32,
+) -> Result<Prefill, NativeError> {
+    let mut done = Prefill {
+        n_past,
+        n_decode_calls: 0,
+    };
+    let mut rest = inputs;
+    while !rest.is_empty() {
+        let is_token = matches!(rest[0], Input::Token(_));
+        let run = rest
+            .iter()
+            .position(|i| matches!(i, Input::Token(_)) != is_token)
+            .unwrap_or(rest.len());
+        for (c, part) in rest[..run].chunks(n_batch).enumerate() {
+            let last = run == rest.len() && (c + 1) * n_batch >= run;
+            ctx.decode_inputs(part, done.n_past, last)?;
+            done.n_past += part.len() as i32;
+            done.n_decode_calls += 1;
+        }
+        rest = &rest[run..];
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An image of `n_chunks` chunks of `rows` embeddings of width 2, each row `[c, r]`.
+    fn embeddings(n_chunks: usize, rows: usize) -> ImageEmbeddings {
+        let params = SliceParams {
+            image_size: 448,
+            patch_size: 14,
+            max_slices: 9,
+        };
+        ImageEmbeddings {
+            plan: plan_slices(448, 448, &params).expect("plan"),
+            chunks: (0..n_chunks)
+                .map(|c| (0..rows).flat_map(|r| [c as f32, r as f32]).collect())
+                .collect(),
+            n_embd: 2,
+            encode_secs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sequence_inputs_follow_the_segments_position_by_position() {
+        let a = embeddings(2, 3);
+        let b = embeddings(1, 2);
+        let segments = [
+            Segment::Tokens(vec![1, 2]),
+            Segment::Chunk { image: 0, chunk: 1 },
+            Segment::Tokens(vec![3]),
+            Segment::Chunk { image: 1, chunk: 0 },
+            Segment::Chunk { image: 0, chunk: 0 },
+            Segment::Tokens(vec![4, 5]),
+        ];
+        let inputs = sequence_inputs(&segments, &[&a, &b], 2);
+        let expected: Vec<Input<'_>> = vec![
+            Input::Token(1),
+            Input::Token(2),
+            Input::Embedding(&[1.0, 0.0]),
+            Input::Embedding(&[1.0, 1.0]),
+            Input::Embedding(&[1.0, 2.0]),
+            Input::Token(3),
+            Input::Embedding(&[0.0, 0.0]),
+            Input::Embedding(&[0.0, 1.0]),
+            Input::Embedding(&[0.0, 0.0]),
+            Input::Embedding(&[0.0, 1.0]),
+            Input::Embedding(&[0.0, 2.0]),
+            Input::Token(4),
+            Input::Token(5),
+        ];
+        assert_eq!(inputs, expected);
+        assert!(is_mixed(&inputs[..3]));
+        assert!(!is_mixed(&inputs[2..5]));
+        assert!(!is_mixed(&inputs[..2]));
+    }
 }

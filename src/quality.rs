@@ -493,6 +493,7 @@ pub fn evaluate(
             warmup: false,
             kv_type: Default::default(),
             low_mem: false,
+            per_chunk_prefill: false,
             load: cfg.load,
         };
         let prep = prepare(&run_cfg)?;
@@ -696,7 +697,8 @@ fn greedy(
     n_batch: usize,
 ) -> Result<Vec<Token>, QualityError> {
     let mut ctx = Context::new(model, params)?;
-    let mut n_past = native::prefill(&mut ctx, segments, &[emb], model.n_embd(), n_batch, 0)?;
+    let mut n_past =
+        native::prefill(&mut ctx, segments, &[emb], model.n_embd(), n_batch, 0)?.n_past;
     let mut out = Vec::with_capacity(n);
     let mut batch = Batch::tokens(1);
     loop {
@@ -725,7 +727,8 @@ fn score(
     n_batch: usize,
 ) -> Result<Vec<Vec<f32>>, QualityError> {
     let mut ctx = Context::new(model, params)?;
-    let mut n_past = native::prefill(&mut ctx, segments, &[emb], model.n_embd(), n_batch, 0)?;
+    let mut n_past =
+        native::prefill(&mut ctx, segments, &[emb], model.n_embd(), n_batch, 0)?.n_past;
     let mut out = Vec::with_capacity(continuation.len());
     out.push(ctx.logits(-1).ok_or(QualityError::NoLogits(-1))?.to_vec());
     let feed = &continuation[..continuation.len().saturating_sub(1)];

@@ -65,6 +65,10 @@ pub struct RunConfig {
     /// projector loaded, free it, then load the language model. Peak memory is the larger of
     /// the two instead of their sum.
     pub low_mem: bool,
+    /// Decode the prompt as llama.cpp's mtmd does, one decode call per text run and image
+    /// chunk, instead of packing it into full batches (native pipeline). Slower; gives llama.cpp's
+    /// numerics bit for bit.
+    pub per_chunk_prefill: bool,
 }
 
 /// One earlier message of a conversation that a run continues ([`run_with_history`]): its
@@ -128,6 +132,10 @@ pub struct RunOutput {
     pub n_image_chunks: usize,
     /// Projector calls actually made.
     pub n_projector_calls: usize,
+    /// `llama_decode` calls of the prompt prefill: the native pipeline packs text and image
+    /// embeddings into full batches, llama.cpp's mtmd decodes each text run and image chunk on
+    /// its own.
+    pub prompt_decode_calls: usize,
     pub stop: StopReason,
     pub timings: Timings,
     /// Whether the sequential low-memory mode ran.
@@ -175,6 +183,8 @@ pub enum RunError {
     Nothing,
     #[error("could not create the sampler")]
     Sampler,
+    #[error("llama.cpp gave no logits for the last prompt position")]
+    NoLogits,
 }
 
 /// The prompt after checks: files, images and chat formatting.
@@ -268,6 +278,7 @@ struct Prefilled {
     n_image_layout_tokens: usize,
     n_image_chunks: usize,
     n_projector_calls: usize,
+    n_decode_calls: usize,
     load_secs: f64,
     encode_secs: Vec<f64>,
     prompt_secs: f64,
@@ -364,6 +375,7 @@ pub fn run_with_history(
         n_image_layout_tokens: pre.n_image_layout_tokens,
         n_image_chunks: pre.n_image_chunks,
         n_projector_calls: pre.n_projector_calls,
+        prompt_decode_calls: pre.n_decode_calls,
         stop: gen.stop,
         timings,
         low_mem: cfg.low_mem,
@@ -511,7 +523,12 @@ fn prefill_native<'m>(
     let mut ctx = Context::new(model, ctx_params)?;
     let t_prefill = Instant::now();
     let emb_refs: Vec<&ImageEmbeddings> = enc.embeddings.iter().collect();
-    let n_past = native::prefill(
+    let prefill = if cfg.per_chunk_prefill {
+        native::prefill_per_segment
+    } else {
+        native::prefill
+    };
+    let done = prefill(
         &mut ctx,
         &seq.segments,
         &emb_refs,
@@ -523,12 +540,13 @@ fn prefill_native<'m>(
     Ok((
         ctx,
         Prefilled {
-            n_past,
+            n_past: done.n_past,
             n_prompt_tokens: seq.n_text + seq.n_image,
             n_image_tokens: seq.n_image,
             n_image_layout_tokens: seq.n_layout,
             n_image_chunks: seq.n_chunks,
             n_projector_calls: enc.n_projector_calls,
+            n_decode_calls: done.n_decode_calls,
             load_secs: enc.load_secs,
             encode_secs: enc.encode_secs,
             prompt_secs,
@@ -548,12 +566,19 @@ fn prefill_llama_cpp<'m>(
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
+    // mtmd's helper decodes each chunk on its own, in batches of n_batch.
+    let mut n_decode_calls = 0usize;
+    let n_batch = (cfg.n_batch as usize).max(1);
     for info in chunks.infos() {
         match info {
-            ChunkInfo::Text(t) => n_text += t.len(),
-            ChunkInfo::Image { n_pos, .. } => {
+            ChunkInfo::Text(t) => {
+                n_text += t.len();
+                n_decode_calls += t.len().div_ceil(n_batch);
+            }
+            ChunkInfo::Image { n_pos, n_tokens } => {
                 n_image += usize::try_from(n_pos).unwrap_or(0);
                 n_chunks += 1;
+                n_decode_calls += n_tokens.div_ceil(n_batch);
             }
         }
     }
@@ -581,6 +606,7 @@ fn prefill_llama_cpp<'m>(
             n_image_layout_tokens: n_text.saturating_sub(n_user_text),
             n_image_chunks: n_chunks,
             n_projector_calls: n_chunks,
+            n_decode_calls,
             load_secs,
             encode_secs,
             prompt_secs,

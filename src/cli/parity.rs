@@ -63,6 +63,7 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         warmup: false,
         kv_type: Default::default(),
         low_mem: false,
+        per_chunk_prefill: false,
         load: LoadParams::default(),
     };
     let report = compare(&cfg)?;
@@ -98,8 +99,17 @@ pub fn main(args: ParityArgs) -> Result<bool> {
             report.chunks.len(),
             report.max_abs_diff
         ));
+        let pf = &report.prefill;
         out.write_str(&format!(
-            "greedy tokens ({}): {}\nparity {}\n",
+            "prefill: packed ({} decode calls) vs llama.cpp's per-chunk batching ({} calls): last-position logits max abs difference {:e} (largest logit {:.3}), greedy pick {}\n",
+            pf.decode_calls_packed,
+            pf.decode_calls_per_chunk,
+            pf.logits_max_abs_diff,
+            pf.logits_max_abs,
+            if pf.argmax_equal { "identical" } else { "DIFFERENT" },
+        ));
+        out.write_str(&format!(
+            "greedy tokens ({}, ours with llama.cpp's batching): {}\nparity {}\n",
             report.tokens_native.len(),
             if report.tokens_equal {
                 "identical"

@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// Skip the projector warm-up.
     #[arg(long, overrides_with = "warmup")]
     pub no_warmup: bool,
+    /// Decode the prompt as llama.cpp's mtmd does, one decode call per text run and image
+    /// chunk, instead of packed into full batches. Slower (on MiniCPM-V 2.6 with a 9-slice
+    /// image, 19 decode calls instead of 2); reproduces llama.cpp's numerics bit for bit.
+    #[arg(long)]
+    pub per_chunk_prefill: bool,
     /// Print one JSON object (text, token ids, counts, timings) instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -92,6 +97,7 @@ pub fn main(args: RunArgs) -> Result<()> {
             Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
             Pipeline::LlamaCpp => gen.memory.low_mem,
         },
+        per_chunk_prefill: args.per_chunk_prefill,
     };
     let mut stdout = Stdout::default();
     let streaming = !args.json;
@@ -135,7 +141,7 @@ fn print_summary(out: &RunOutput) {
         )
     });
     eprintln!(
-        "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s{}",
+        "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s, {} decode calls) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s{}",
         t.load_secs,
         t.image_encode_secs,
         out.n_image_chunks,
@@ -143,6 +149,7 @@ fn print_summary(out: &RunOutput) {
         out.n_prompt_tokens,
         t.prompt_secs,
         t.prompt_tokens_per_sec,
+        out.prompt_decode_calls,
         out.token_ids.len(),
         t.generate_secs,
         t.generate_tokens_per_sec,

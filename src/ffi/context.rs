@@ -5,6 +5,7 @@ use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
+use super::batch::{ExtBatch, Input};
 use super::{Batch, Model};
 
 /// Settings of a context.
@@ -75,6 +76,16 @@ pub enum DecodeError {
     Failed { code: i32, n_tokens: usize },
     #[error("llama.cpp could not create a context of {n_ctx} tokens (run with -v for its log)")]
     ContextInit { n_ctx: u32 },
+    #[error("a batch of {n_tokens} entries is larger than the context's batch size {n_batch}")]
+    BatchTooLarge { n_tokens: usize, n_batch: usize },
+    #[error("embedding of width {got} given to a model whose input is {expected} wide")]
+    EmbeddingWidth { got: usize, expected: usize },
+    #[error("llama.cpp refused an entry of the batch (token id out of range?)")]
+    BadEntry,
+    #[error(
+        "llama.cpp refused a batch of {n_tokens} entries as invalid (run with -v for its log)"
+    )]
+    Rejected { n_tokens: usize },
 }
 
 /// An inference context over a borrowed [`Model`]. Freed on drop.
@@ -82,6 +93,10 @@ pub enum DecodeError {
 pub struct Context<'m> {
     ptr: NonNull<sys::llama_context>,
     n_vocab: usize,
+    n_embd: usize,
+    /// The batch [`Context::decode_inputs`] fills, made on first use and freed before the
+    /// context (it points into the context's memory).
+    ext: Option<ExtBatch>,
     _model: PhantomData<&'m Model>,
 }
 
@@ -109,6 +124,8 @@ impl<'m> Context<'m> {
         Ok(Context {
             ptr,
             n_vocab: model.n_vocab(),
+            n_embd: model.n_embd(),
+            ext: None,
             _model: PhantomData,
         })
     }
@@ -134,6 +151,77 @@ impl<'m> Context<'m> {
             0 => Ok(()),
             1 => Err(DecodeError::NoKvSlot { n_tokens }),
             2 => Err(DecodeError::Aborted),
+            code => Err(DecodeError::Failed { code, n_tokens }),
+        }
+    }
+
+    /// The largest batch one decode call takes.
+    pub fn n_batch(&self) -> usize {
+        // SAFETY: self.ptr is a valid context.
+        unsafe { sys::llama_n_batch(self.as_ptr()) as usize }
+    }
+
+    /// Runs the model over `inputs`, which may mix token ids and embedding rows, at positions
+    /// `first_pos..`, with logits for the last entry when `logits_last`. One call replaces the
+    /// run of [`Context::decode`] calls that tokens and embeddings need on their own, so the
+    /// weights are streamed once per micro-batch instead of once per run.
+    ///
+    /// Everything llama.cpp would refuse is checked here first. A model whose architecture
+    /// cannot mix both kinds in one batch (none of MiniCPM-V's) gives
+    /// [`DecodeError::Rejected`] with the KV cache unchanged.
+    pub fn decode_inputs(
+        &mut self,
+        inputs: &[Input<'_>],
+        first_pos: i32,
+        logits_last: bool,
+    ) -> Result<(), DecodeError> {
+        let n_tokens = inputs.len();
+        let n_batch = self.n_batch();
+        if n_tokens == 0 {
+            return Ok(());
+        }
+        if n_tokens > n_batch {
+            return Err(DecodeError::BatchTooLarge { n_tokens, n_batch });
+        }
+        for input in inputs {
+            match *input {
+                Input::Embedding(row) if row.len() != self.n_embd => {
+                    return Err(DecodeError::EmbeddingWidth {
+                        got: row.len(),
+                        expected: self.n_embd,
+                    })
+                }
+                Input::Token(t) if t < 0 || t as usize >= self.n_vocab => {
+                    return Err(DecodeError::BadEntry)
+                }
+                _ => {}
+            }
+        }
+        if self.ext.is_none() {
+            // SAFETY: self.ptr is a valid context, and the batch is stored in self and freed
+            // in Drop before the context.
+            self.ext = unsafe { ExtBatch::new(self.as_ptr()) };
+        }
+        let ctx = self.as_ptr();
+        let batch = self
+            .ext
+            .as_mut()
+            .ok_or(DecodeError::Failed { code: -1, n_tokens })?;
+        batch.clear();
+        for (i, &input) in inputs.iter().enumerate() {
+            let logits = logits_last && i + 1 == n_tokens;
+            if !batch.push(input, first_pos + i as i32, logits) {
+                return Err(DecodeError::BadEntry);
+            }
+        }
+        // SAFETY: ctx is valid and batch was made for it and filled above with checked entries.
+        let code =
+            unsafe { sys::llama_process(ctx, sys::LLAMA_PROCESS_TYPE_DECODE, batch.as_ptr()) };
+        match code {
+            0 => Ok(()),
+            1 => Err(DecodeError::NoKvSlot { n_tokens }),
+            2 => Err(DecodeError::Aborted),
+            -1 => Err(DecodeError::Rejected { n_tokens }),
             code => Err(DecodeError::Failed { code, n_tokens }),
         }
     }
@@ -166,6 +254,8 @@ impl<'m> Context<'m> {
 
 impl Drop for Context<'_> {
     fn drop(&mut self) {
+        // The batch points into the context's memory: it goes first.
+        self.ext = None;
         // SAFETY: self.ptr came from llama_init_from_model and is freed exactly once.
         unsafe { sys::llama_free(self.ptr.as_ptr()) };
     }

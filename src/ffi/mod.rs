@@ -17,7 +17,7 @@ pub use pages::trim_heap;
 mod sampler;
 
 pub use backend::{init_backend, set_verbose};
-pub use batch::{Batch, BatchError};
+pub use batch::{Batch, BatchError, Input};
 pub use clip::{
     ClipError, ClipInfo, ClipProjector, LlamaImageF32, LlamaSlicePlan, LlamaSliceRect,
     LLAMA_MAX_IMAGE_SIDE,

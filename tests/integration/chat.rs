@@ -118,6 +118,7 @@ fn fresh_run(history: &[HistoryMessage], prompt: &str, images: &[PathBuf]) -> Ve
         warmup: false,
         kv_type: Default::default(),
         low_mem: false,
+        per_chunk_prefill: false,
         load: LoadParams::default(),
     };
     run_with_history(&cfg, history, &mut |_| {})
