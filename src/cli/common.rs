@@ -61,6 +61,11 @@ pub struct MemoryArgs {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: u32,
+    /// Prompt positions per decode call (llama.cpp's batch and micro-batch). Each call reads all
+    /// the weights once; the compute buffers grow with it.
+    #[arg(short = 'b', long, default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub batch_size: u32,
     /// Largest image accepted, in pixels (width x height).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
@@ -92,7 +97,7 @@ pub struct MemoryArgs {
 impl MemoryArgs {
     /// Largest batch per decode call.
     pub fn n_batch(&self) -> u32 {
-        512.min(self.ctx_size)
+        self.batch_size.min(self.ctx_size)
     }
 
     pub fn kv_type(&self) -> KvType {

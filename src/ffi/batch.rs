@@ -1,54 +1,34 @@
-//! `llama_batch` of tokens or of embeddings, owned and freed by RAII.
+//! Batches, owned and freed by RAII: `llama_batch` of token ids (generation, scoring), and
+//! `llama_batch_ext` mixing token ids and embedding rows (the prompt prefill).
 
 use llama_cpp_sys_2 as sys;
 
 use super::Token;
 
-/// A batch for [`super::Context::decode`]: either token ids or embedding vectors (one
-/// `n_embd`-wide row per position), all in sequence 0.
+/// A batch of token ids for [`super::Context::decode`], all in sequence 0.
 #[derive(Debug)]
 pub struct Batch {
     raw: sys::llama_batch,
     capacity: usize,
-    /// `Some(n_embd)` for an embedding batch.
-    n_embd: Option<usize>,
 }
 
-/// A batch was given more entries than it holds, or an embedding of the wrong width.
+/// A batch was given more entries than it holds.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
     #[error("batch is full ({capacity} entries)")]
     Full { capacity: usize },
-    #[error("embedding of width {got} given to a batch of width {expected}")]
-    Width { got: usize, expected: usize },
-    #[error("wrong kind of entry for this batch (tokens vs embeddings)")]
-    Kind,
 }
 
 impl Batch {
     /// A batch of up to `capacity` token ids.
     pub fn tokens(capacity: usize) -> Batch {
-        Self::alloc(capacity, None)
-    }
-
-    /// A batch of up to `capacity` embeddings of width `n_embd`.
-    pub fn embeddings(capacity: usize, n_embd: usize) -> Batch {
-        Self::alloc(capacity, Some(n_embd))
-    }
-
-    fn alloc(capacity: usize, n_embd: Option<usize>) -> Batch {
         let capacity = capacity.max(1);
         let cap = i32::try_from(capacity).unwrap_or(i32::MAX);
-        let embd = n_embd.map_or(0, |n| i32::try_from(n).unwrap_or(i32::MAX));
-        // SAFETY: llama_batch_init allocates arrays for `cap` entries (embd floats per entry
-        // when embd > 0, token ids otherwise) and one seq id per entry; freed in Drop.
-        let raw = unsafe { sys::llama_batch_init(cap, embd, 1) };
-        Batch {
-            raw,
-            capacity,
-            n_embd,
-        }
+        // SAFETY: llama_batch_init with embd = 0 allocates token, pos, n_seq_id, seq_id (one
+        // seq id each) and logits arrays of `cap` entries; freed in Drop.
+        let raw = unsafe { sys::llama_batch_init(cap, 0, 1) };
+        Batch { raw, capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -69,36 +49,9 @@ impl Batch {
 
     /// Appends a token at position `pos`; `logits` asks for its output.
     pub fn push_token(&mut self, token: Token, pos: i32, logits: bool) -> Result<(), BatchError> {
-        if self.n_embd.is_some() {
-            return Err(BatchError::Kind);
-        }
         let i = self.next_slot()?;
         // SAFETY: i < capacity and the token array was allocated with `capacity` entries.
         unsafe { *self.raw.token.add(i) = token };
-        self.set_common(i, pos, logits);
-        Ok(())
-    }
-
-    /// Appends one embedding row at position `pos`.
-    pub fn push_embedding(
-        &mut self,
-        row: &[f32],
-        pos: i32,
-        logits: bool,
-    ) -> Result<(), BatchError> {
-        let n_embd = self.n_embd.ok_or(BatchError::Kind)?;
-        if row.len() != n_embd {
-            return Err(BatchError::Width {
-                got: row.len(),
-                expected: n_embd,
-            });
-        }
-        let i = self.next_slot()?;
-        // SAFETY: the embd array holds capacity * n_embd floats; row i starts at i * n_embd and
-        // row.len() == n_embd, so the copy stays inside it. Source and destination don't overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(row.as_ptr(), self.raw.embd.add(i * n_embd), n_embd)
-        };
         self.set_common(i, pos, logits);
         Ok(())
     }

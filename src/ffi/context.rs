@@ -80,8 +80,10 @@ pub enum DecodeError {
     BatchTooLarge { n_tokens: usize, n_batch: usize },
     #[error("embedding of width {got} given to a model whose input is {expected} wide")]
     EmbeddingWidth { got: usize, expected: usize },
-    #[error("llama.cpp refused an entry of the batch (token id out of range?)")]
-    BadEntry,
+    #[error("token id {token} is outside the vocabulary (0..{n_vocab})")]
+    BadToken { token: i32, n_vocab: usize },
+    #[error("llama.cpp refused entry {index} of the batch")]
+    BadEntry { index: usize },
     #[error(
         "llama.cpp refused a batch of {n_tokens} entries as invalid (run with -v for its log)"
     )]
@@ -140,12 +142,12 @@ impl<'m> Context<'m> {
         unsafe { sys::llama_n_ctx(self.as_ptr()) }
     }
 
-    /// Runs the model over a batch (tokens or embeddings), appending to the KV cache.
+    /// Runs the model over a batch of tokens, appending to the KV cache.
     pub fn decode(&mut self, batch: &Batch) -> Result<(), DecodeError> {
         let n_tokens = batch.len();
         // SAFETY: batch.raw() is a fully populated llama_batch whose arrays hold n_tokens
-        // entries (Batch maintains that invariant) and whose width matches the model (checked
-        // when the Batch was created from the model's n_embd).
+        // entries (Batch maintains that invariant); llama.cpp checks the token ids itself and
+        // refuses an invalid one with -1, without aborting.
         let code = unsafe { sys::llama_decode(self.as_ptr(), batch.raw()) };
         match code {
             0 => Ok(()),
@@ -192,7 +194,10 @@ impl<'m> Context<'m> {
                     })
                 }
                 Input::Token(t) if t < 0 || t as usize >= self.n_vocab => {
-                    return Err(DecodeError::BadEntry)
+                    return Err(DecodeError::BadToken {
+                        token: t,
+                        n_vocab: self.n_vocab,
+                    })
                 }
                 _ => {}
             }
@@ -211,7 +216,7 @@ impl<'m> Context<'m> {
         for (i, &input) in inputs.iter().enumerate() {
             let logits = logits_last && i + 1 == n_tokens;
             if !batch.push(input, first_pos + i as i32, logits) {
-                return Err(DecodeError::BadEntry);
+                return Err(DecodeError::BadEntry { index: i });
             }
         }
         // SAFETY: ctx is valid and batch was made for it and filled above with checked entries.

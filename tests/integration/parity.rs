@@ -227,3 +227,45 @@ fn placeholder_count_must_match_the_images() {
     ))
     .fails_with(&["2 image placeholders", "1 images"]);
 }
+
+#[test]
+fn mixed_batches_are_checked_before_llama_cpp_sees_them() {
+    use minicpmv::ffi::{Context, ContextParams, DecodeError, Input, KvType, LoadParams, Model};
+    let (model_path, _) = tiny_pair("2.6");
+    let model = Model::load(&model_path, LoadParams::default()).expect("tiny model");
+    let params = ContextParams {
+        n_ctx: 256,
+        n_batch: 8,
+        n_threads: 1,
+        n_threads_batch: 1,
+        kv_type: KvType::F16,
+    };
+    let mut ctx = Context::new(&model, params).expect("context");
+    let n_embd = model.n_embd();
+    let wide = vec![0.0f32; n_embd + 1];
+    assert!(matches!(
+        ctx.decode_inputs(&[Input::Embedding(&wide)], 0, true),
+        Err(DecodeError::EmbeddingWidth { got, expected }) if got == n_embd + 1 && expected == n_embd
+    ));
+    let outside = model.n_vocab() as i32;
+    assert!(matches!(
+        ctx.decode_inputs(&[Input::Token(outside)], 0, true),
+        Err(DecodeError::BadToken { token, .. }) if token == outside
+    ));
+    assert!(matches!(
+        ctx.decode_inputs(&[Input::Token(1); 9], 0, true),
+        Err(DecodeError::BatchTooLarge {
+            n_tokens: 9,
+            n_batch: 8
+        })
+    ));
+    // A valid mixed batch goes through and gives the last entry's logits.
+    let row = vec![0.01f32; n_embd];
+    ctx.decode_inputs(
+        &[Input::Token(1), Input::Embedding(&row), Input::Token(2)],
+        0,
+        true,
+    )
+    .expect("mixed batch");
+    assert_eq!(ctx.logits(-1).map(<[f32]>::len), Some(model.n_vocab()));
+}
