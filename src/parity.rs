@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::ffi::mtmd::{ChunkInfo, Mtmd};
-use crate::ffi::{ClipProjector, Context, ContextParams, Model, SamplerParams, Token};
+use crate::ffi::{ClipProjector, Context, Model, SamplerParams, Token};
 use crate::layout::LayoutStyle;
 use crate::native::{self, ImageEmbeddings, LayoutTokens, Segment};
 use crate::run::{mtmd_images, plan_images, prepare, run, Pipeline, RunConfig, RunError};
@@ -243,16 +243,7 @@ fn compare_prefill(
         rest = &rest[n..];
     }
     let refs: Vec<&ImageEmbeddings> = images.iter().collect();
-    let mut ctx = Context::new(
-        model,
-        ContextParams {
-            n_ctx: cfg.n_ctx,
-            n_batch: cfg.n_batch,
-            n_threads: cfg.n_threads,
-            n_threads_batch: cfg.n_threads,
-            kv_type: cfg.kv_type,
-        },
-    )?;
+    let mut ctx = Context::new(model, cfg.context_params())?;
     let n_batch = cfg.n_batch as usize;
     let packed = native::prefill(&mut ctx, segments, &refs, n_embd, n_batch, 0)?;
     let a = ctx.logits(-1).ok_or(RunError::NoLogits)?.to_vec();

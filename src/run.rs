@@ -71,6 +71,19 @@ pub struct RunConfig {
     pub per_chunk_prefill: bool,
 }
 
+impl RunConfig {
+    /// The language-model context this run creates.
+    pub fn context_params(&self) -> ContextParams {
+        ContextParams {
+            n_ctx: self.n_ctx,
+            n_batch: self.n_batch,
+            n_threads: self.n_threads,
+            n_threads_batch: self.n_threads,
+            kv_type: self.kv_type,
+        }
+    }
+}
+
 /// One earlier message of a conversation that a run continues ([`run_with_history`]): its
 /// role, its text and, for a user message, the images attached to it (placed in its text like
 /// [`RunConfig::images`] in the prompt).
@@ -299,13 +312,7 @@ pub fn run_with_history(
 ) -> Result<RunOutput, RunError> {
     let t_start = Instant::now();
     let prep = prepare_with_history(cfg, history)?;
-    let ctx_params = ContextParams {
-        n_ctx: cfg.n_ctx,
-        n_batch: cfg.n_batch,
-        n_threads: cfg.n_threads,
-        n_threads_batch: cfg.n_threads,
-        kv_type: cfg.kv_type,
-    };
+    let ctx_params = cfg.context_params();
     let model;
     let mut load_secs;
     let (mut ctx, pre) = match (cfg.pipeline, cfg.low_mem) {
