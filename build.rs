@@ -13,6 +13,16 @@ fn main() {
     println!("cargo:rerun-if-changed={SHIM_DIR}/minicpmv_shim.h");
     println!("cargo:rerun-if-changed={SHIM_DIR}/minicpmv_shim.cpp");
     println!("cargo:rerun-if-env-changed=MINICPMV_LLAMA_CPP_SRC");
+    if env::var_os("CARGO_FEATURE_PORTABLE").is_some() {
+        // `portable` links llama.cpp's shared libraries, which llama-cpp-sys-2 places next to
+        // the binary; the CPU-backend modules are found there too (src/ffi/backend.rs).
+        let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+        if os == "macos" {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,@executable_path");
+        } else if os != "windows" {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
+        }
+    }
 
     let src = match find_llama_cpp_source() {
         Ok(src) => src,

@@ -28,8 +28,8 @@ use crate::embd_cache::{
 use crate::family::Version;
 use crate::ffi::mtmd::default_marker;
 use crate::ffi::{
-    ClipError, ClipProjector, Context, ContextParams, DecodeError, KvType, Model, Sampler,
-    SamplerParams, Token,
+    ClipError, ClipProjector, Context, ContextParams, DecodeError, KvType, Model,
+    ProjectorAttention, Sampler, SamplerParams, Token,
 };
 use crate::generate::{generate_until, StopReason};
 use crate::inputs::{check_projector, InputError};
@@ -60,6 +60,8 @@ pub struct ChatConfig {
     pub max_slices: u32,
     /// Run llama.cpp's warm-up when the projector is loaded.
     pub warmup: bool,
+    /// Attention kernel of the projector's vision tower.
+    pub projector_attention: ProjectorAttention,
     /// A system message at the start of the conversation (the template's default otherwise).
     pub system: Option<String>,
     pub cache: CacheConfig,
@@ -82,6 +84,7 @@ impl Default for ChatConfig {
             max_image_pixels: DEFAULT_MAX_PIXELS,
             max_slices: 9,
             warmup: false,
+            projector_attention: ProjectorAttention::default(),
             system: None,
             cache: CacheConfig::default(),
             kv_type: KvType::default(),
@@ -489,7 +492,11 @@ impl<'m> ChatSession<'m> {
                 Some(p) => p,
                 none => {
                     let t = Instant::now();
-                    let p = none.insert(ClipProjector::load(&self.mmproj, self.cfg.warmup)?);
+                    let p = none.insert(ClipProjector::load(
+                        &self.mmproj,
+                        self.cfg.warmup,
+                        self.cfg.projector_attention,
+                    )?);
                     timings.projector_load_secs = t.elapsed().as_secs_f64();
                     p
                 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::ffi::{self, KvType, LoadParams};
+use crate::ffi::{self, KvType, LoadParams, ProjectorAttention};
 use crate::inputs::{check_pair, InputError};
 use crate::system::{self, AvailableMemory};
 use crate::vision::{load_image, plan_slices, ImageError, SliceParams};
@@ -39,6 +39,8 @@ pub struct PlanSettings {
     pub max_slices: u32,
     #[serde(skip)]
     pub n_threads: i32,
+    /// The projector's attention kernel (its compute buffers depend on it).
+    pub projector_attention: ProjectorAttention,
 }
 
 impl PlanSettings {
@@ -255,7 +257,8 @@ pub fn footprint(
     let est =
         ffi::llama_memory_estimate(model, s.n_ctx, s.n_batch, s.kv_type, s.repack, s.n_threads)
             .map_err(PlanError::Estimate)?;
-    let clip = ffi::clip_memory_estimate(mmproj).map_err(PlanError::Estimate)?;
+    let clip =
+        ffi::clip_memory_estimate(mmproj, s.projector_attention).map_err(PlanError::Estimate)?;
     // The token table is only looked up unless it doubles as the output matrix (tied).
     let tied = gguf.tensor("output.weight").is_none();
     let token_embd = gguf.tensor("token_embd.weight").map_or(0, |t| t.n_bytes);
@@ -426,6 +429,7 @@ mod tests {
             repack: true,
             max_slices: 9,
             n_threads: 2,
+            projector_attention: ProjectorAttention::Flash,
         }
     }
 

@@ -117,7 +117,13 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     let model = Model::load(&cfg.model, cfg.load)?;
 
     // llama.cpp's sequence and embeddings.
-    let mut mtmd = Mtmd::load(&cfg.mmproj, &model, cfg.n_threads, true)?;
+    let mut mtmd = Mtmd::load(
+        &cfg.mmproj,
+        &model,
+        cfg.n_threads,
+        true,
+        cfg.projector_attention,
+    )?;
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let infos = chunks.infos();
@@ -137,7 +143,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     // Ours.
     let facts = &prep.facts.projector;
     let style = LayoutStyle::for_minicpmv_version(facts.minicpmv_version);
-    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup)?;
+    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
     let info = *projector.info();
     let params = SliceParams {
         image_size: info.image_size,

@@ -491,6 +491,7 @@ pub fn evaluate(
             max_slices: cfg.max_slices,
             pipeline: Pipeline::Native,
             warmup: false,
+            projector_attention: Default::default(),
             kv_type: Default::default(),
             low_mem: false,
             per_chunk_prefill: false,
@@ -513,7 +514,7 @@ pub fn evaluate(
         (Side::Candidate, &cfg.mmproj),
     ] {
         on_stage(Stage::Encode(side));
-        let mut projector = ClipProjector::load(path, false)?;
+        let mut projector = ClipProjector::load(path, false, Default::default())?;
         let embs = images
             .iter()
             .map(|img| {

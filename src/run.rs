@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
-    ClipProjector, Context, ContextParams, DecodeError, KvType, LoadParams, Model, Sampler,
-    SamplerParams, Token,
+    ClipProjector, Context, ContextParams, CpuBackend, DecodeError, KvType, LoadParams, Model,
+    ProjectorAttention, Sampler, SamplerParams, Token,
 };
 use crate::generate::{generate, StopReason};
 use crate::inputs::{check_pair, InputError, PairFacts};
@@ -58,6 +58,8 @@ pub struct RunConfig {
     pub pipeline: Pipeline,
     /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
     pub warmup: bool,
+    /// Attention kernel of the projector's vision tower (both pipelines).
+    pub projector_attention: ProjectorAttention,
     pub load: LoadParams,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -155,6 +157,8 @@ pub struct RunOutput {
     pub low_mem: bool,
     /// This process's peak resident memory at the end of the run (`VmHWM`; Linux only).
     pub peak_rss_bytes: Option<u64>,
+    /// The llama.cpp CPU backend that ran: `native`, or the module a portable build chose.
+    pub cpu_backend: CpuBackend,
 }
 
 /// Why a run failed.
@@ -387,6 +391,7 @@ pub fn run_with_history(
         timings,
         low_mem: cfg.low_mem,
         peak_rss_bytes: crate::system::process_rss().map(|(_, peak)| peak),
+        cpu_backend: crate::ffi::cpu_backend(),
     })
 }
 
@@ -482,7 +487,7 @@ fn encode_native(
         });
     }
     let t_load = Instant::now();
-    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup)?;
+    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
     let load_secs = t_load.elapsed().as_secs_f64();
     on_event(Event::EncodeStart { total: n_chunks });
     let mut done = 0usize;
@@ -568,7 +573,13 @@ fn prefill_llama_cpp<'m>(
     ctx_params: ContextParams,
 ) -> Result<(Context<'m>, Prefilled), RunError> {
     let t_load = Instant::now();
-    let mut mtmd = Mtmd::load(&cfg.mmproj, model, cfg.n_threads, cfg.warmup)?;
+    let mut mtmd = Mtmd::load(
+        &cfg.mmproj,
+        model,
+        cfg.n_threads,
+        cfg.warmup,
+        cfg.projector_attention,
+    )?;
     let load_secs = t_load.elapsed().as_secs_f64();
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;

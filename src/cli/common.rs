@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 
-use minicpmv::ffi::{KvType, LoadParams, SamplerParams};
+use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
 use minicpmv::memplan::{self, PlanSettings};
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 
@@ -92,6 +92,11 @@ pub struct MemoryArgs {
     /// Chosen automatically when the pair does not fit in available memory together.
     #[arg(long)]
     pub low_mem: bool,
+    /// Attention kernel of the projector's vision tower: `flash` (ggml's fused kernel, the
+    /// faster on CPUs) or `plain` (separate ops, llama.cpp's choice when it skips its warm-up).
+    #[arg(long, value_name = "KERNEL", default_value = "flash",
+          value_parser = ["flash", "plain"])]
+    pub projector_attn: String,
 }
 
 impl MemoryArgs {
@@ -102,6 +107,13 @@ impl MemoryArgs {
 
     pub fn kv_type(&self) -> KvType {
         self.kv_type.into()
+    }
+
+    pub fn projector_attention(&self) -> ProjectorAttention {
+        match self.projector_attn.as_str() {
+            "plain" => ProjectorAttention::Plain,
+            _ => ProjectorAttention::Flash,
+        }
     }
 
     /// The planner's view of these settings.
@@ -116,6 +128,7 @@ impl MemoryArgs {
             repack: !self.no_repack,
             max_slices: self.max_slices,
             n_threads,
+            projector_attention: self.projector_attention(),
         }
     }
 }

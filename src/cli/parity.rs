@@ -61,6 +61,7 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         max_slices: 9,
         pipeline: Pipeline::Native,
         warmup: false,
+        projector_attention: Default::default(),
         kv_type: Default::default(),
         low_mem: false,
         per_chunk_prefill: false,

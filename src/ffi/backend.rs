@@ -1,10 +1,12 @@
-//! Process-wide llama.cpp state: backend initialisation and log routing.
+//! Process-wide llama.cpp state: backend initialisation, the CPU variant in use, and log
+//! routing.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use llama_cpp_sys_2 as sys;
+use serde::Serialize;
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
 static BACKEND: OnceLock<()> = OnceLock::new();
@@ -18,6 +20,10 @@ pub fn set_verbose(verbose: bool) {
 
 /// Initialises llama.cpp's backends once per process and installs our log callback for llama,
 /// ggml, clip and mtmd. Idempotent and cheap after the first call.
+///
+/// In a `portable` build the CPU backend is a module chosen at start-up: ggml scores every
+/// `libggml-cpu-*.so` it finds beside the executable (then in the build's own backend folder)
+/// and loads the best one for this CPU.
 pub fn init_backend() {
     BACKEND.get_or_init(|| {
         // SAFETY: llama_backend_init has no preconditions and runs once (OnceLock). The log
@@ -29,7 +35,131 @@ pub fn init_backend() {
             sys::mtmd_helper_log_set(Some(log_callback), std::ptr::null_mut());
             sys::llama_backend_init();
         }
+        if cfg!(feature = "portable") {
+            load_backend_modules();
+        }
+        let cpu = cpu_backend();
+        log::info!(target: "minicpmv", "CPU backend: {}", cpu.describe());
     });
+}
+
+/// Loads the backend modules of a `portable` build: first from the executable's folder (the
+/// install layout), then from the folders ggml knows (the build tree, the working directory).
+fn load_backend_modules() {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    if let Some(dir) = exe_dir {
+        if let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) {
+            // SAFETY: c_dir is a NUL-terminated path that outlives the call; ggml copies it.
+            unsafe { sys::ggml_backend_load_all_from_path(c_dir.as_ptr()) };
+        }
+    }
+    if find_cpu_reg().is_none() {
+        // SAFETY: no preconditions; searches ggml's default folders.
+        unsafe { sys::ggml_backend_load_all() };
+    }
+}
+
+/// The registered CPU backend, if any.
+fn find_cpu_reg() -> Option<sys::ggml_backend_reg_t> {
+    // SAFETY: the registry calls take no pointers we own; names are static C strings.
+    unsafe {
+        let n = sys::ggml_backend_reg_count();
+        (0..n).map(|i| sys::ggml_backend_reg_get(i)).find(|&reg| {
+            !reg.is_null() && {
+                let name = sys::ggml_backend_reg_name(reg);
+                !name.is_null() && CStr::from_ptr(name).to_bytes() == b"CPU"
+            }
+        })
+    }
+}
+
+/// Which build of llama.cpp's CPU backend this process runs, and the instruction-set
+/// features it was compiled with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CpuBackend {
+    /// `native` (built into the binary for the build machine's CPU), or the module a portable
+    /// build picked (`x64`, `haswell`, `skylakex`, `zen4`, `armv8.2_1`, ...); `none` when no
+    /// CPU backend could be loaded.
+    pub variant: String,
+    /// The features ggml reports for it (`AVX2`, `AVX512`, `AVX512_BF16`, `DOTPROD`, ...).
+    pub features: Vec<String>,
+}
+
+impl CpuBackend {
+    /// One line: variant and features.
+    pub fn describe(&self) -> String {
+        format!("{} ({})", self.variant, self.features.join(" "))
+    }
+}
+
+/// The CPU backend in use (after [`init_backend`]).
+pub fn cpu_backend() -> CpuBackend {
+    let Some(reg) = find_cpu_reg() else {
+        return CpuBackend {
+            variant: "none".into(),
+            features: Vec::new(),
+        };
+    };
+    let variant = if cfg!(feature = "portable") {
+        loaded_cpu_module().unwrap_or_else(|| "unknown".into())
+    } else {
+        "native".into()
+    };
+    CpuBackend {
+        variant,
+        features: cpu_features(reg),
+    }
+}
+
+/// The features the CPU backend reports through its `ggml_backend_get_features` entry point.
+fn cpu_features(reg: sys::ggml_backend_reg_t) -> Vec<String> {
+    let name = c"ggml_backend_get_features";
+    // SAFETY: reg is a registered backend; the name is a NUL-terminated static string.
+    let f = unsafe { sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr()) };
+    if f.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: ggml documents this entry point as `ggml_backend_get_features_t`.
+    let get: sys::ggml_backend_get_features_t = unsafe { std::mem::transmute(f) };
+    let Some(get) = get else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    // SAFETY: the function returns a static array terminated by an entry with a null name;
+    // every name and value is a NUL-terminated static string.
+    unsafe {
+        let mut p = get(reg);
+        while !p.is_null() && !(*p).name.is_null() {
+            let name = CStr::from_ptr((*p).name).to_string_lossy();
+            let value = if (*p).value.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr((*p).value).to_string_lossy().into_owned()
+            };
+            if value == "1" {
+                out.push(name.into_owned());
+            } else if !value.is_empty() && name != "NAME" {
+                out.push(format!("{name}={value}"));
+            }
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+/// The CPU module a portable build loaded, from the process's memory map (`libggml-cpu-zen4.so`
+/// gives `zen4`). Linux only.
+fn loaded_cpu_module() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .find_map(|file| {
+            file.strip_prefix("libggml-cpu-")
+                .and_then(|rest| rest.split(".so").next())
+                .map(str::to_string)
+        })
 }
 
 unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {

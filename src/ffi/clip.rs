@@ -87,6 +87,40 @@ impl Drop for Preproc {
     }
 }
 
+/// The attention kernel of the projector's vision tower.
+///
+/// llama.cpp's own default is "auto", which becomes flash attention only when a warm-up pass
+/// tests it at load time; without the warm-up it stays plain. We always choose explicitly, so
+/// the result does not depend on the warm-up setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectorAttention {
+    /// ggml's fused flash-attention kernel (K and V cast to f16, f32 accumulation). Faster on
+    /// CPUs, see docs/BENCHMARKS.md; what llama-mtmd-cli runs with its default warm-up.
+    #[default]
+    Flash,
+    /// Q·K, softmax, ·V as separate ops (llama.cpp's choice without a warm-up).
+    Plain,
+}
+
+impl ProjectorAttention {
+    /// The shim's `flash_attn` argument.
+    pub(crate) fn shim_value(self) -> i32 {
+        match self {
+            ProjectorAttention::Flash => 1,
+            ProjectorAttention::Plain => 0,
+        }
+    }
+
+    /// The same choice as llama.cpp's mtmd parameter.
+    pub(crate) fn llama_value(self) -> llama_cpp_sys_2::llama_flash_attn_type {
+        match self {
+            ProjectorAttention::Flash => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            ProjectorAttention::Plain => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        }
+    }
+}
+
 /// A loaded mmproj (`clip_ctx` behind the shim). Freed on drop.
 #[derive(Debug)]
 pub struct ClipProjector {
@@ -103,9 +137,14 @@ unsafe impl Send for ClipProjector {}
 const ERR_CAP: usize = 512;
 
 impl ClipProjector {
-    /// Loads an mmproj. `warmup` runs llama.cpp's warm-up encode at load time. The caller has
-    /// already validated the file as a MiniCPM-V projector GGUF.
-    pub fn load(path: &Path, warmup: bool) -> Result<ClipProjector, ClipError> {
+    /// Loads an mmproj. `warmup` runs llama.cpp's warm-up graph reservation at load time;
+    /// `attention` picks the vision tower's attention kernel. The caller has already validated
+    /// the file as a MiniCPM-V projector GGUF.
+    pub fn load(
+        path: &Path,
+        warmup: bool,
+        attention: ProjectorAttention,
+    ) -> Result<ClipProjector, ClipError> {
         super::init_backend();
         let load_err = |message: String| ClipError::Load {
             path: path.to_path_buf(),
@@ -116,8 +155,15 @@ impl ClipProjector {
         let mut err = [0 as std::os::raw::c_char; ERR_CAP];
         // SAFETY: c_path is NUL-terminated; err has ERR_CAP bytes and the shim writes at most
         // that many (NUL-terminated). The shim catches all C++ exceptions.
-        let raw =
-            unsafe { shim::mcv_clip_load(c_path.as_ptr(), warmup, err.as_mut_ptr(), ERR_CAP) };
+        let raw = unsafe {
+            shim::mcv_clip_load(
+                c_path.as_ptr(),
+                warmup,
+                attention.shim_value(),
+                err.as_mut_ptr(),
+                ERR_CAP,
+            )
+        };
         let ptr = NonNull::new(raw).ok_or_else(|| load_err(c_buf_to_string(&err)))?;
         let mut raw_info = shim::mcv_clip_info::default();
         // SAFETY: ptr is a valid projector; raw_info is a valid out-parameter.
@@ -375,5 +421,45 @@ impl Drop for ClipProjector {
     fn drop(&mut self) {
         // SAFETY: ptr came from mcv_clip_load and is freed exactly once.
         unsafe { shim::mcv_clip_free(self.ptr.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::family::Version;
+    use crate::synth::{synth, Scale, SynthOptions, WeightType};
+
+    /// The attention choice reaches llama.cpp: both kernels give the same embeddings up to
+    /// rounding (flash attention casts K and V to f16), and not bit-identical ones.
+    #[test]
+    fn attention_kernel_reaches_llama_cpp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = synth(&SynthOptions {
+            version: Version::V2_6,
+            scale: Scale::Tiny,
+            out_dir: dir.path().to_path_buf(),
+            dtype: WeightType::F16,
+            seed: 0,
+        })
+        .unwrap_or_else(|e| panic!("synth: {e}"));
+        let (w, h) = (448u32, 448u32);
+        let pixels: Vec<f32> = (0..(w * h * 3) as usize)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let encode = |attention| {
+            let mut p = ClipProjector::load(&out.mmproj, false, attention)
+                .unwrap_or_else(|e| panic!("{e}"));
+            p.encode(&pixels, w, h, 2).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let flash = encode(ProjectorAttention::Flash);
+        let plain = encode(ProjectorAttention::Plain);
+        assert_eq!(flash.len(), plain.len());
+        assert!(flash.iter().chain(&plain).all(|x| x.is_finite()));
+        let dot: f64 = flash.iter().zip(&plain).map(|(a, b)| (a * b) as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+        let cosine = dot / (norm(&flash) * norm(&plain));
+        assert!(cosine > 0.999, "cosine {cosine}");
+        assert_ne!(flash, plain, "both settings ran the same kernel");
     }
 }

@@ -75,7 +75,10 @@ pub fn llama_memory_estimate(
 }
 
 /// llama.cpp's estimate for the projector at `path` (already checked by [`crate::inputs`]).
-pub fn clip_memory_estimate(path: &Path) -> Result<ClipMemEstimate, String> {
+pub fn clip_memory_estimate(
+    path: &Path,
+    attention: super::ProjectorAttention,
+) -> Result<ClipMemEstimate, String> {
     super::init_backend();
     let p = c_path(path)?;
     let (mut weights, mut compute) = (0u64, 0u64);
@@ -84,6 +87,7 @@ pub fn clip_memory_estimate(path: &Path) -> Result<ClipMemEstimate, String> {
     let rc = unsafe {
         shim::mcv_clip_memory_estimate(
             p.as_ptr(),
+            attention.shim_value(),
             &mut weights,
             &mut compute,
             err.as_mut_ptr(),

@@ -16,11 +16,11 @@ mod pages;
 pub use pages::trim_heap;
 mod sampler;
 
-pub use backend::{init_backend, set_verbose};
+pub use backend::{cpu_backend, init_backend, set_verbose, CpuBackend};
 pub use batch::{Batch, BatchError, Input};
 pub use clip::{
     ClipError, ClipInfo, ClipProjector, LlamaImageF32, LlamaSlicePlan, LlamaSliceRect,
-    LLAMA_MAX_IMAGE_SIDE,
+    ProjectorAttention, LLAMA_MAX_IMAGE_SIDE,
 };
 pub use context::{Context, ContextParams, DecodeError, KvType};
 pub use estimate::{

@@ -72,6 +72,7 @@ impl<'m> Mtmd<'m> {
         model: &'m Model,
         n_threads: i32,
         warmup: bool,
+        attention: super::ProjectorAttention,
     ) -> Result<Mtmd<'m>, MtmdError> {
         super::init_backend();
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
@@ -82,6 +83,7 @@ impl<'m> Mtmd<'m> {
         p.print_timings = false;
         p.n_threads = n_threads;
         p.warmup = warmup;
+        p.flash_attn_type = attention.llama_value();
         // SAFETY: c_path is NUL-terminated; model is a valid loaded model that outlives 'm.
         let raw = unsafe { sys::mtmd_init_from_file(c_path.as_ptr(), model.as_ptr(), p) };
         let ptr = NonNull::new(raw).ok_or_else(|| MtmdError::Load {

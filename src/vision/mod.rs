@@ -42,7 +42,8 @@ pub(crate) mod oracle {
             })
             .unwrap_or_else(|e| panic!("synth: {e}"));
             // clip reads the whole file into memory, so the temporary folder can go afterwards
-            let p = ClipProjector::load(&out.mmproj, false).unwrap_or_else(|e| panic!("{e}"));
+            let p = ClipProjector::load(&out.mmproj, false, Default::default())
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(p.info().is_minicpmv);
             Mutex::new(p)
         });

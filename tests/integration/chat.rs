@@ -116,6 +116,7 @@ fn fresh_run(history: &[HistoryMessage], prompt: &str, images: &[PathBuf]) -> Ve
         max_slices: 9,
         pipeline: Pipeline::Native,
         warmup: false,
+        projector_attention: Default::default(),
         kv_type: Default::default(),
         low_mem: false,
         per_chunk_prefill: false,

@@ -31,12 +31,19 @@ static void set_err(char * err, size_t cap, const char * msg) {
     std::snprintf(err, cap, "%s", msg);
 }
 
-extern "C" mcv_clip * mcv_clip_load(const char * path, bool warmup, char * err, size_t err_cap) {
+static clip_flash_attn_type clip_fa(int32_t flash_attn) {
+    return flash_attn > 0 ? CLIP_FLASH_ATTN_TYPE_ENABLED
+         : flash_attn == 0 ? CLIP_FLASH_ATTN_TYPE_DISABLED
+                           : CLIP_FLASH_ATTN_TYPE_AUTO;
+}
+
+extern "C" mcv_clip * mcv_clip_load(const char * path, bool warmup, int32_t flash_attn, char * err,
+                                    size_t err_cap) {
     try {
         clip_context_params params{};
         params.use_gpu = true;
         params.device = nullptr;
-        params.flash_attn_type = CLIP_FLASH_ATTN_TYPE_AUTO;
+        params.flash_attn_type = clip_fa(flash_attn);
         params.image_min_tokens = -1;
         params.image_max_tokens = -1;
         params.warmup = warmup;
@@ -342,11 +349,11 @@ extern "C" int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, 
     return 1;
 }
 
-static clip_ctx * clip_load_no_alloc(const char * path, bool warmup) {
+static clip_ctx * clip_load_no_alloc(const char * path, bool warmup, int32_t flash_attn) {
     clip_context_params params{};
     params.use_gpu = true;
     params.device = nullptr;
-    params.flash_attn_type = CLIP_FLASH_ATTN_TYPE_AUTO;
+    params.flash_attn_type = clip_fa(flash_attn);
     params.image_min_tokens = -1;
     params.image_max_tokens = -1;
     params.warmup = warmup;
@@ -369,15 +376,15 @@ static uint64_t clip_mem_total(const clip_ctx * ctx) {
     return total;
 }
 
-extern "C" int32_t mcv_clip_memory_estimate(const char * path, uint64_t * weights, uint64_t * compute,
-                                            char * err, size_t err_cap) {
+extern "C" int32_t mcv_clip_memory_estimate(const char * path, int32_t flash_attn, uint64_t * weights,
+                                            uint64_t * compute, char * err, size_t err_cap) {
     *weights = 0;
     *compute = 0;
     try {
         // Without warm-up only the weights are counted; with it, also the compute buffers that
         // the warm-up graph (one slice) reserves.
-        clip_ctx * cold = clip_load_no_alloc(path, false);
-        clip_ctx * warm = cold ? clip_load_no_alloc(path, true) : nullptr;
+        clip_ctx * cold = clip_load_no_alloc(path, false, flash_attn);
+        clip_ctx * warm = cold ? clip_load_no_alloc(path, true, flash_attn) : nullptr;
         if (cold == nullptr || warm == nullptr) {
             if (cold) {
                 clip_free(cold);

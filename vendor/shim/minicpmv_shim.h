@@ -34,8 +34,11 @@ typedef struct mcv_clip_info {
 } mcv_clip_info;
 
 /* Load an mmproj file. Returns NULL on failure with a message in err. `warmup` runs llama.cpp's
- * warm-up encode pass at load time (allocates compute buffers up front). */
-mcv_clip * mcv_clip_load(const char * path, bool warmup, char * err, size_t err_cap);
+ * warm-up graph reservation at load time (allocates compute buffers up front). `flash_attn`:
+ * 1 = flash attention in the vision tower, 0 = plain attention, -1 = llama.cpp's "auto" (which
+ * resolves to flash attention only during a warm-up; without one it stays plain). */
+mcv_clip * mcv_clip_load(const char * path, bool warmup, int32_t flash_attn, char * err,
+                         size_t err_cap);
 
 /* Hyper-parameters of a loaded projector. */
 void mcv_clip_get_info(const mcv_clip * clip, mcv_clip_info * out);
@@ -124,8 +127,8 @@ int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, uint32_t n_
                                   mcv_llama_mem * out, char * err, size_t err_cap);
 
 /* Projector: weights and the compute buffers of one slice encode. */
-int32_t mcv_clip_memory_estimate(const char * path, uint64_t * weights, uint64_t * compute,
-                                 char * err, size_t err_cap);
+int32_t mcv_clip_memory_estimate(const char * path, int32_t flash_attn, uint64_t * weights,
+                                 uint64_t * compute, char * err, size_t err_cap);
 
 #ifdef __cplusplus
 }
