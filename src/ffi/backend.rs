@@ -22,7 +22,7 @@ pub fn set_verbose(verbose: bool) {
 /// ggml, clip and mtmd. Idempotent and cheap after the first call.
 ///
 /// In a `portable` build the CPU backend is a module chosen at start-up: ggml scores every
-/// `libggml-cpu-*.so` it finds beside the executable (then in the build's own backend folder)
+/// `libggml-cpu-*.so` it finds beside the executable (else in the build's own backend folder)
 /// and loads the best one for this CPU.
 pub fn init_backend() {
     BACKEND.get_or_init(|| {
@@ -33,18 +33,21 @@ pub fn init_backend() {
             sys::llama_log_set(Some(log_callback), std::ptr::null_mut());
             sys::mtmd_log_set(Some(log_callback), std::ptr::null_mut());
             sys::mtmd_helper_log_set(Some(log_callback), std::ptr::null_mut());
-            sys::llama_backend_init();
         }
         if cfg!(feature = "portable") {
             load_backend_modules();
         }
+        // SAFETY: as above. In a portable build it loads ggml's default module folders only
+        // when nothing is registered yet, so modules are never loaded twice.
+        unsafe { sys::llama_backend_init() };
         let cpu = cpu_backend();
         log::info!(target: "minicpmv", "CPU backend: {}", cpu.describe());
     });
 }
 
-/// Loads the backend modules of a `portable` build: first from the executable's folder (the
-/// install layout), then from the folders ggml knows (the build tree, the working directory).
+/// Loads the backend modules of a `portable` build from the executable's folder (the install
+/// layout of scripts/build-portable). When none is there, `llama_backend_init` then searches
+/// the folders ggml knows (the build tree, the working directory).
 fn load_backend_modules() {
     let exe_dir = std::env::current_exe()
         .ok()
@@ -54,10 +57,6 @@ fn load_backend_modules() {
             // SAFETY: c_dir is a NUL-terminated path that outlives the call; ggml copies it.
             unsafe { sys::ggml_backend_load_all_from_path(c_dir.as_ptr()) };
         }
-    }
-    if find_cpu_reg().is_none() {
-        // SAFETY: no preconditions; searches ggml's default folders.
-        unsafe { sys::ggml_backend_load_all() };
     }
 }
 
