@@ -1204,6 +1204,19 @@ fn sincos_value(k: u64, dim: u64, side: u64) -> f32 {
     (if f == 0 { x.sin() } else { x.cos() }) as f32
 }
 
+/// Writes the tiny F16 pair of `version` (seed 0) into `dir`; for tests.
+#[cfg(test)]
+pub(crate) fn tiny_pair(version: crate::family::Version, dir: &Path) -> SynthOutput {
+    synth(&SynthOptions {
+        version,
+        scale: Scale::Tiny,
+        out_dir: dir.to_path_buf(),
+        dtype: WeightType::F16,
+        seed: 0,
+    })
+    .unwrap_or_else(|e| panic!("synth: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,21 +428,14 @@ impl Drop for ClipProjector {
 mod tests {
     use super::*;
     use crate::family::Version;
-    use crate::synth::{synth, Scale, SynthOptions, WeightType};
+    use crate::synth::tiny_pair;
 
     /// The attention choice reaches llama.cpp: both kernels give the same embeddings up to
     /// rounding (flash attention casts K and V to f16), and not bit-identical ones.
     #[test]
     fn attention_kernel_reaches_llama_cpp() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = synth(&SynthOptions {
-            version: Version::V2_6,
-            scale: Scale::Tiny,
-            out_dir: dir.path().to_path_buf(),
-            dtype: WeightType::F16,
-            seed: 0,
-        })
-        .unwrap_or_else(|e| panic!("synth: {e}"));
+        let out = tiny_pair(Version::V2_6, dir.path());
         let (w, h) = (448u32, 448u32);
         let pixels: Vec<f32> = (0..(w * h * 3) as usize)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)

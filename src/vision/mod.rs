@@ -26,21 +26,14 @@ pub(crate) mod oracle {
 
     use crate::family::Version;
     use crate::ffi::ClipProjector;
-    use crate::synth::{synth, Scale, SynthOptions, WeightType};
+    use crate::synth::tiny_pair;
 
     static PROJECTOR: OnceLock<Mutex<ClipProjector>> = OnceLock::new();
 
     pub(crate) fn projector() -> MutexGuard<'static, ClipProjector> {
         let m = PROJECTOR.get_or_init(|| {
             let dir = tempfile::tempdir().expect("tempdir");
-            let out = synth(&SynthOptions {
-                version: Version::V2_6,
-                scale: Scale::Tiny,
-                out_dir: dir.path().to_path_buf(),
-                dtype: WeightType::F16,
-                seed: 0,
-            })
-            .unwrap_or_else(|e| panic!("synth: {e}"));
+            let out = tiny_pair(Version::V2_6, dir.path());
             // clip reads the whole file into memory, so the temporary folder can go afterwards
             let p = ClipProjector::load(&out.mmproj, false, Default::default())
                 .unwrap_or_else(|e| panic!("{e}"));
