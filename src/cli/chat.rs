@@ -196,7 +196,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
         max_image_pixels: gen.memory.max_image_pixels,
         max_slices: gen.memory.max_slices,
         warmup: args.warmup,
-        projector_attention: gen.memory.projector_attention(),
+        projector_attention: gen.memory.projector_attention,
         system: args.system.clone(),
         cache: CacheConfig {
             mem_max_bytes: mib_to_bytes(args.embd_cache_mem_mb),

@@ -94,9 +94,12 @@ pub struct MemoryArgs {
     pub low_mem: bool,
     /// Attention kernel of the projector's vision tower: `flash` (ggml's fused kernel, the
     /// faster on CPUs) or `plain` (separate ops, llama.cpp's choice when it skips its warm-up).
-    #[arg(long, value_name = "KERNEL", default_value = "flash",
-          value_parser = ["flash", "plain"])]
-    pub projector_attn: String,
+    #[arg(
+        long = "projector-attn",
+        value_name = "flash|plain",
+        default_value = "flash"
+    )]
+    pub projector_attention: ProjectorAttention,
 }
 
 impl MemoryArgs {
@@ -107,13 +110,6 @@ impl MemoryArgs {
 
     pub fn kv_type(&self) -> KvType {
         self.kv_type.into()
-    }
-
-    pub fn projector_attention(&self) -> ProjectorAttention {
-        match self.projector_attn.as_str() {
-            "plain" => ProjectorAttention::Plain,
-            _ => ProjectorAttention::Flash,
-        }
     }
 
     /// The planner's view of these settings.
@@ -128,7 +124,7 @@ impl MemoryArgs {
             repack: !self.no_repack,
             max_slices: self.max_slices,
             n_threads,
-            projector_attention: self.projector_attention(),
+            projector_attention: self.projector_attention,
         }
     }
 }

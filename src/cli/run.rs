@@ -90,7 +90,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         } else {
             pipeline == Pipeline::LlamaCpp
         },
-        projector_attention: gen.memory.projector_attention(),
+        projector_attention: gen.memory.projector_attention,
         load: gen.load_params(),
         kv_type: gen.memory.kv_type(),
         // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.

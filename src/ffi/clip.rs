@@ -103,6 +103,21 @@ pub enum ProjectorAttention {
     Plain,
 }
 
+impl std::str::FromStr for ProjectorAttention {
+    type Err = String;
+
+    /// `flash` or `plain`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flash" => Ok(ProjectorAttention::Flash),
+            "plain" => Ok(ProjectorAttention::Plain),
+            other => Err(format!(
+                "{other:?} is not an attention kernel: use flash or plain"
+            )),
+        }
+    }
+}
+
 impl ProjectorAttention {
     /// The shim's `flash_attn` argument.
     pub(crate) fn shim_value(self) -> i32 {
