@@ -178,3 +178,26 @@ unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_cha
         _ => log::info!(target: "llama.cpp", "{text}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.cargo/config.toml` builds llama.cpp with `-mno-amx-*` on x86-64: GCC 12 and older
+    /// miscompile ggml's AMX tile config, and on an AMX CPU the first quantized matmul then
+    /// segfaults (llama.cpp #20824). ggml reports AMX_INT8 exactly when its AMX kernels were
+    /// compiled in, which a native build does on an AMX CPU unless the flags are in place.
+    #[test]
+    #[cfg(all(target_arch = "x86_64", not(feature = "portable")))]
+    fn native_x86_build_has_no_amx_kernels() {
+        init_backend();
+        let cpu = cpu_backend();
+        assert_eq!(cpu.variant, "native");
+        assert!(
+            !cpu.features.iter().any(|f| f.starts_with("AMX")),
+            "llama.cpp was built with AMX kernels ({}): check CFLAGS/CXXFLAGS_x86_64_unknown_linux_gnu \
+             in .cargo/config.toml and `cargo clean -p llama-cpp-sys-2`",
+            cpu.describe()
+        );
+    }
+}
