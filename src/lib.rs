@@ -11,6 +11,7 @@
 //! - [`pull`]: model pairs downloaded from Hugging Face into a local cache;
 //! - [`chat`]: multi-turn sessions reusing the KV cache; [`embd_cache`]: image embeddings
 //!   cached by content, in memory and on disk;
+//! - [`repack`]: which CPU kernels the weights run on (llama.cpp's repack or its tiled matmul);
 //! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim).
 
 pub mod chat;
@@ -27,6 +28,7 @@ pub mod parity;
 pub mod prompt;
 pub mod pull;
 pub mod quality;
+pub mod repack;
 pub mod run;
 pub mod synth;
 pub mod system;

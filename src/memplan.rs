@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::ffi::{self, KvType, LoadParams, ProjectorAttention};
 use crate::inputs::{check_pair, InputError};
+use crate::repack::{Repack, RepackDecision};
 use crate::system::{self, AvailableMemory};
 use crate::vision::{load_image, plan_slices, ImageError, SliceParams};
 
@@ -35,7 +36,7 @@ pub struct PlanSettings {
     pub low_mem: bool,
     pub use_mmap: bool,
     pub use_mlock: bool,
-    pub repack: bool,
+    pub repack: Repack,
     pub max_slices: u32,
     #[serde(skip)]
     pub n_threads: i32,
@@ -57,6 +58,8 @@ impl PlanSettings {
 /// What the files and llama.cpp say about a pair, for one set of settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Footprint {
+    /// Whether the weights are repacked under these settings, and why.
+    pub repack: RepackDecision,
     /// Language-model weights llama.cpp copies into repack buffers.
     pub text_repacked: u64,
     /// Other language-model weights (mapped, or read without mmap).
@@ -254,9 +257,20 @@ pub fn footprint(
     let runtime = runtime_bytes();
     let facts = check_pair(model, mmproj)?;
     let (gguf, _) = crate::inputs::check_model(model)?;
-    let est =
-        ffi::llama_memory_estimate(model, s.n_ctx, s.n_batch, s.kv_type, s.repack, s.n_threads)
-            .map_err(PlanError::Estimate)?;
+    let repack = crate::repack::decide(
+        s.repack,
+        gguf.tensors.iter().map(|t| t.ggml_type),
+        &ffi::cpu_backend().features,
+    );
+    let est = ffi::llama_memory_estimate(
+        model,
+        s.n_ctx,
+        s.n_batch,
+        s.kv_type,
+        repack.repack,
+        s.n_threads,
+    )
+    .map_err(PlanError::Estimate)?;
     let clip =
         ffi::clip_memory_estimate(mmproj, s.projector_attention).map_err(PlanError::Estimate)?;
     // The token table is only looked up unless it doubles as the output matrix (tied).
@@ -283,6 +297,7 @@ pub fn footprint(
         preprocessed = preprocessed.max(chunks + img.rgb.len() as u64);
     }
     Ok(Footprint {
+        repack,
         text_repacked: est.model_repack,
         text_other: est.model_other,
         text_token_embd_lookup_only: if tied { 0 } else { token_embd },
@@ -426,7 +441,7 @@ mod tests {
             low_mem: false,
             use_mmap: true,
             use_mlock: false,
-            repack: true,
+            repack: Repack::On,
             max_slices: 9,
             n_threads: 2,
             projector_attention: ProjectorAttention::Flash,
@@ -436,6 +451,7 @@ mod tests {
     /// Shaped like the real-shape MiniCPM-V 2.6 pair at Q4_K_M + F16 projector.
     fn footprint() -> Footprint {
         Footprint {
+            repack: crate::repack::decide(Repack::On, [], &[]),
             text_repacked: 2900 * MIB,
             text_other: 1560 * MIB,
             text_token_embd_lookup_only: 290 * MIB,

@@ -159,6 +159,8 @@ pub struct RunOutput {
     pub peak_rss_bytes: Option<u64>,
     /// The llama.cpp CPU backend that ran: `native`, or the module a portable build chose.
     pub cpu_backend: CpuBackend,
+    /// Whether llama.cpp was let repack the language model's weights ([`crate::repack`]).
+    pub weight_repack: bool,
 }
 
 /// Why a run failed.
@@ -392,6 +394,7 @@ pub fn run_with_history(
         low_mem: cfg.low_mem,
         peak_rss_bytes: crate::system::process_rss().map(|(_, peak)| peak),
         cpu_backend: crate::ffi::cpu_backend(),
+        weight_repack: model.repacked(),
     })
 }
 

@@ -8,6 +8,7 @@ use clap::Args;
 
 use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
 use minicpmv::memplan::{self, PlanSettings};
+use minicpmv::repack::Repack;
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 
 use super::output::human_bytes;
@@ -79,9 +80,14 @@ pub struct MemoryArgs {
     /// Lock the language model's weights in RAM (no paging out; needs RLIMIT_MEMLOCK).
     #[arg(long)]
     pub mlock: bool,
-    /// Use the weights as stored instead of letting llama.cpp repack them for its faster CPU
-    /// kernels (slower decode; the mapped file is then the only copy).
-    #[arg(long)]
+    /// Weight repacking for llama.cpp's repacked CPU kernels: `auto` repacks except on x86
+    /// CPUs with AVX512-VNNI and K-quant models, where ggml's tiled kernel (which needs the
+    /// weights as stored) prefills faster; `on` always repacks (llama.cpp's default); `off`
+    /// never does (the mapped file is then the only copy).
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub repack: Repack,
+    /// The same as `--repack off`.
+    #[arg(long, conflicts_with = "repack")]
     pub no_repack: bool,
     /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
     /// half and a quarter.
@@ -108,6 +114,14 @@ impl MemoryArgs {
         self.batch_size.min(self.ctx_size)
     }
 
+    pub fn repack(&self) -> Repack {
+        if self.no_repack {
+            Repack::Off
+        } else {
+            self.repack
+        }
+    }
+
     pub fn kv_type(&self) -> KvType {
         self.kv_type.into()
     }
@@ -121,7 +135,7 @@ impl MemoryArgs {
             low_mem: self.low_mem,
             use_mmap: !self.no_mmap,
             use_mlock: self.mlock,
-            repack: !self.no_repack,
+            repack: self.repack(),
             max_slices: self.max_slices,
             n_threads,
             projector_attention: self.projector_attention,
@@ -191,7 +205,7 @@ impl GenerationArgs {
         LoadParams {
             use_mmap: !self.memory.no_mmap,
             use_mlock: self.memory.mlock,
-            repack: !self.memory.no_repack,
+            repack: self.memory.repack(),
             release_loader_pages: !self.keep_loader_pages,
             ..LoadParams::default()
         }

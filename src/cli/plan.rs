@@ -59,13 +59,15 @@ fn render(plan: &MemPlan) -> String {
         (false, true) => "read+mlock",
         (false, false) => "read (no mmap)",
     };
-    t += &format!(
-        "plan: {} + {}\nmode {mode}, -c {}, kv {}, {load}, repack {}, {} image chunk(s)\n\n",
+    t +=
+        &format!(
+        "plan: {} + {}\nmode {mode}, -c {}, kv {}, {load}, repack {} ({}), {} image chunk(s)\n\n",
         plan.model.display(),
         plan.mmproj.display(),
         s.n_ctx,
         s.kv_type.name(),
-        if s.repack { "on" } else { "off" },
+        if plan.footprint.repack.repack { "on" } else { "off" },
+        plan.footprint.repack.reason,
         plan.footprint.n_image_chunks,
     );
     for phase in &p.phases {

@@ -6,6 +6,8 @@ use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
+use crate::repack::{decide_for_file, Repack};
+
 /// A token id of the language model's vocabulary.
 pub type Token = i32;
 
@@ -18,13 +20,17 @@ pub struct LoadParams {
     pub use_mlock: bool,
     /// Layers to offload to a GPU backend (0 on CPU-only builds).
     pub n_gpu_layers: i32,
-    /// Let llama.cpp repack weights into the layouts of its faster CPU kernels (Q4_0, Q4_K,
-    /// IQ4_NL, ... into interleaved blocks). The repacked copy is anonymous memory.
-    pub repack: bool,
+    /// Whether llama.cpp may repack weights into the layouts of its repacked CPU kernels
+    /// (Q4_0, Q4_K, IQ4_NL, ... into interleaved blocks; the copy is anonymous memory).
+    /// [`Repack::Auto`] is decided at load from the file's tensor types and the CPU
+    /// ([`crate::repack`]).
+    pub repack: Repack,
     /// With mmap: release, while the model loads, the pages of the mapped file that the
-    /// loader read (llama.cpp maps with MAP_POPULATE and reads every tensor it repacks). Without this, every repacked tensor stays resident
-    /// twice (the mapped original and the repacked copy) until the OS reclaims the page cache.
-    /// Pages of tensors used straight from the mapping come back on first use.
+    /// loader read (llama.cpp maps with MAP_POPULATE and reads every tensor it repacks).
+    /// Without this, every repacked tensor stays resident twice (the mapped original and the
+    /// repacked copy) until the OS reclaims the page cache. Pages of tensors used straight from
+    /// the mapping come back on first use; those never read in full (the token-embedding table,
+    /// of which a prompt reads a few rows) stay out, also without repacking.
     pub release_loader_pages: bool,
 }
 
@@ -34,7 +40,7 @@ impl Default for LoadParams {
             use_mmap: true,
             use_mlock: false,
             n_gpu_layers: 0,
-            repack: true,
+            repack: Repack::Auto,
             release_loader_pages: true,
         }
     }
@@ -75,7 +81,7 @@ extern "C" fn release_pages_progress(progress: f32, user_data: *mut std::ffi::c_
 #[error("llama.cpp could not load the language model {}{}", path.display(), hint)]
 pub struct ModelLoadError {
     pub path: PathBuf,
-    hint: &'static str,
+    hint: String,
 }
 
 /// A loaded language model (`llama_model`). Freed on drop.
@@ -83,6 +89,7 @@ pub struct ModelLoadError {
 pub struct Model {
     ptr: NonNull<sys::llama_model>,
     vocab: NonNull<sys::llama_vocab>,
+    repacked: bool,
 }
 
 // SAFETY: a llama_model is immutable after loading and llama.cpp documents it as shareable
@@ -111,9 +118,22 @@ impl Model {
         vocab_only: bool,
     ) -> Result<Model, ModelLoadError> {
         super::init_backend();
-        let err = |hint| ModelLoadError {
+        let err = |hint: &str| ModelLoadError {
             path: path.to_path_buf(),
-            hint,
+            hint: hint.to_string(),
+        };
+        let repack = if vocab_only {
+            false
+        } else {
+            let d = decide_for_file(params.repack, path)
+                .map_err(|e| err(&format!(" (its tensor table: {e})")))?;
+            log::info!(
+                "{}: weight repacking {}: {}",
+                path.display(),
+                if d.repack { "on" } else { "off" },
+                d.reason
+            );
+            d.repack
         };
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| err(" (the path contains a NUL byte)"))?;
@@ -127,7 +147,7 @@ impl Model {
             (false, true) => sys::LLAMA_LOAD_MODE_MLOCK,
             (false, false) => sys::LLAMA_LOAD_MODE_NONE,
         };
-        mp.use_extra_bufts = params.repack;
+        mp.use_extra_bufts = repack;
         let mut release = PageRelease {
             file: path.to_path_buf(),
             ranges: None,
@@ -146,13 +166,22 @@ impl Model {
         // SAFETY: ptr is a valid model; the vocab it returns lives as long as the model.
         let vocab = NonNull::new(unsafe { sys::llama_model_get_vocab(ptr.as_ptr()) } as *mut _);
         match vocab {
-            Some(vocab) => Ok(Model { ptr, vocab }),
+            Some(vocab) => Ok(Model {
+                ptr,
+                vocab,
+                repacked: repack,
+            }),
             None => {
                 // SAFETY: ptr was returned by llama_model_load_from_file and is freed once here.
                 unsafe { sys::llama_model_free(ptr.as_ptr()) };
                 Err(err(" (it has no vocabulary)"))
             }
         }
+    }
+
+    /// Whether llama.cpp repacked the weights at load (see [`LoadParams::repack`]).
+    pub fn repacked(&self) -> bool {
+        self.repacked
     }
 
     pub(super) fn as_ptr(&self) -> *mut sys::llama_model {

@@ -214,12 +214,65 @@ fn memory_flags_are_checked() {
     r.fails_with(&["mmproj.gguf"]);
     let r = minicpmv(["run", "--kv-type", "q5_1", "--demo"]);
     assert_eq!(r.code, Some(2), "{r:#?}");
-    // --no-mmap and --no-repack change how weights are held, not what is computed.
+    // --no-mmap and --repack change how weights are held, not what is computed.
     let base = run_json(&[]);
-    for flag in ["--no-mmap", "--no-repack"] {
-        let out = run_json(&[flag]);
-        assert_eq!(out["token_ids"].as_array().unwrap().len(), 16, "{flag}");
-        assert!(out["peak_rss_bytes"].as_u64().unwrap() > 0, "{flag}");
+    for flags in [&["--no-mmap"][..], &["--no-repack"], &["--repack", "on"]] {
+        let out = run_json(flags);
+        assert_eq!(out["token_ids"].as_array().unwrap().len(), 16, "{flags:?}");
+        assert!(out["peak_rss_bytes"].as_u64().unwrap() > 0, "{flags:?}");
     }
     assert!(base["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let r = minicpmv(["run", "--demo", "--repack", "maybe"]);
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(
+        r.stderr.contains("\"maybe\"") && r.stderr.contains("auto, on or off"),
+        "{r:#?}"
+    );
+}
+
+/// `--repack auto` (the default) decides from the CPU and the tensor types; `on`, `off` and
+/// `--no-repack` are obeyed; `run --json` and `plan` report what was decided.
+#[test]
+fn repack_setting_reaches_the_loader_and_is_reported() {
+    let auto = run_json(&[]);
+    let features: Vec<&str> = auto["cpu_backend"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    // The tiny pair is F16: no type that keeps the repack, so only the CPU decides.
+    let expect_auto = !features.contains(&"AVX512_VNNI");
+    assert_eq!(auto["weight_repack"], expect_auto, "{features:?}");
+    assert_eq!(run_json(&["--repack", "on"])["weight_repack"], true);
+    assert_eq!(run_json(&["--repack", "off"])["weight_repack"], false);
+    assert_eq!(run_json(&["--no-repack"])["weight_repack"], false);
+    for (flags, want) in [(&[][..], expect_auto), (&["--repack", "on"], true)] {
+        let plan = plan_json(flags);
+        assert_eq!(
+            plan["footprint"]["repack"]["repack"], want,
+            "{flags:?}: {plan}"
+        );
+        assert!(
+            plan["footprint"]["repack"]["reason"]
+                .as_str()
+                .unwrap()
+                .len()
+                > 10
+        );
+    }
+    let (model, mmproj) = tiny_pair("2.6");
+    let r = minicpmv([
+        "run".as_ref(),
+        "-m".as_ref(),
+        model.as_os_str(),
+        "--mmproj".as_ref(),
+        mmproj.as_os_str(),
+        "-p".as_ref(),
+        "hi".as_ref(),
+        "--repack".as_ref(),
+        "on".as_ref(),
+        "--no-repack".as_ref(),
+    ]);
+    assert_eq!(r.code, Some(2), "--repack and --no-repack together: {r:#?}");
 }
