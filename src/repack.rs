@@ -8,8 +8,8 @@
 //! `ggml_tiled_supported`), so llama.cpp's default hides it behind the repack for Q4_K and Q2_K.
 //!
 //! Measured on an AVX512-VNNI Xeon, real-shape MiniCPM-V 2.6 Q4_K_M (docs/BENCHMARKS.md, "The
-//! language model's kernels"): the tiled kernel prefills about 27% faster than the repacked
-//! Q4_K kernel, the decode speed is the same (the tiled kernel takes batches of 8 rows and
+//! language model's kernels"): a 663-position prefill takes 0.71 of the repacked Q4_K
+//! kernel's time, the decode speed is the same (the tiled kernel takes batches of 8 rows and
 //! more; smaller ones use the plain dot products, as fast as the repacked ones when memory
 //! bound), the 4-8 s repack at load disappears and the mapped file is the only copy.
 //!
