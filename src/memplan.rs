@@ -257,11 +257,7 @@ pub fn footprint(
     let runtime = runtime_bytes();
     let facts = check_pair(model, mmproj)?;
     let (gguf, _) = crate::inputs::check_model(model)?;
-    let repack = crate::repack::decide(
-        s.repack,
-        gguf.tensors.iter().map(|t| t.ggml_type),
-        &ffi::cpu_backend().features,
-    );
+    let repack = crate::repack::decide_for_gguf(s.repack, &gguf);
     let est = ffi::llama_memory_estimate(
         model,
         s.n_ctx,

@@ -15,12 +15,14 @@
 //!
 //! [`Repack::Auto`] therefore skips the repack when the CPU backend has the AVX512-VNNI
 //! microkernel and no tensor of the model has a type that stays with the repacked x86 kernel
-//! (Q4_0, IQ4_NL, MXFP4: the tiled kernel does not take them; Q2_K: not measured). Everywhere else, ARM (no
-//! tiled kernel; the repack is what makes Q4_0/Q4_K fast with dotprod and i8mm) and x86 without
-//! AVX512-VNNI (the tiled AVX2 microkernel is not measured against the repack), it repacks, as
-//! llama.cpp does.
+//! (Q4_0, IQ4_NL, MXFP4: the tiled kernel does not take them; Q2_K: not measured). Everywhere
+//! else it repacks, as llama.cpp does: on ARM (no tiled kernel; the repack is what makes
+//! Q4_0/Q4_K fast with dotprod and i8mm) and on x86 without AVX512-VNNI (the tiled AVX2
+//! microkernel is not measured against the repack).
 
-use crate::gguf::GgmlType;
+use std::path::Path;
+
+use crate::gguf::{GgmlType, GgufError, GgufFile};
 
 /// Whether llama.cpp may repack the language model's weights for its CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -110,22 +112,21 @@ pub fn decide(
     }
 }
 
-/// [`decide`] for the language model at `path` (its tensor table is read, not its data) on the
-/// CPU backend in use.
-pub fn decide_for_file(
-    choice: Repack,
-    path: &std::path::Path,
-) -> Result<RepackDecision, crate::gguf::GgufError> {
+/// [`decide`] for the language model `file` (its tensor table) on the CPU backend in use.
+pub fn decide_for_gguf(choice: Repack, file: &GgufFile) -> RepackDecision {
+    if choice != Repack::Auto {
+        return decide(choice, [], &[]);
+    }
+    let features = crate::ffi::cpu_backend().features;
+    decide(choice, file.tensors.iter().map(|t| t.ggml_type), &features)
+}
+
+/// [`decide_for_gguf`] for the file at `path`, whose header is read only for `auto`.
+pub fn decide_for_file(choice: Repack, path: &Path) -> Result<RepackDecision, GgufError> {
     if choice != Repack::Auto {
         return Ok(decide(choice, [], &[]));
     }
-    let file = crate::gguf::GgufFile::open(path)?;
-    let features = crate::ffi::cpu_backend().features;
-    Ok(decide(
-        choice,
-        file.tensors.iter().map(|t| t.ggml_type),
-        &features,
-    ))
+    Ok(decide_for_gguf(choice, &GgufFile::open(path)?))
 }
 
 #[cfg(test)]

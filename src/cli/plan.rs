@@ -59,15 +59,18 @@ fn render(plan: &MemPlan) -> String {
         (false, true) => "read+mlock",
         (false, false) => "read (no mmap)",
     };
-    t +=
-        &format!(
-        "plan: {} + {}\nmode {mode}, -c {}, kv {}, {load}, repack {} ({}), {} image chunk(s)\n\n",
+    let repack = &plan.footprint.repack;
+    let repack = format!(
+        "repack {} ({})",
+        if repack.repack { "on" } else { "off" },
+        repack.reason
+    );
+    t += &format!(
+        "plan: {} + {}\nmode {mode}, -c {}, kv {}, {load}, {repack}, {} image chunk(s)\n\n",
         plan.model.display(),
         plan.mmproj.display(),
         s.n_ctx,
         s.kv_type.name(),
-        if plan.footprint.repack.repack { "on" } else { "off" },
-        plan.footprint.repack.reason,
         plan.footprint.n_image_chunks,
     );
     for phase in &p.phases {
