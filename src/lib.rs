@@ -12,7 +12,14 @@
 //! - [`chat`]: multi-turn sessions reusing the KV cache; [`embd_cache`]: image embeddings
 //!   cached by content, in memory and on disk;
 //! - [`repack`]: which CPU kernels the weights run on (llama.cpp's repack or its tiled matmul);
-//! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim).
+//! - [`ffi`]: the only module with `unsafe` (llama.cpp and our C++ shim);
+//! - [`session`]: the entry point for library users, one loaded pair serving many runs.
+//!
+//! ```no_run
+//! let mut session = minicpmv::Pair::open("model.gguf", "mmproj.gguf", Default::default())?;
+//! let out = session.run(&minicpmv::RunRequest::new("Hello"), &mut |_| {})?;
+//! # Ok::<(), minicpmv::RunError>(())
+//! ```
 
 pub mod chat;
 pub mod embd_cache;
@@ -30,6 +37,10 @@ pub mod pull;
 pub mod quality;
 pub mod repack;
 pub mod run;
+pub mod session;
 pub mod synth;
 pub mod system;
 pub mod vision;
+
+pub use run::{Event, RunError, RunOutput};
+pub use session::{Pair, RunRequest, Session, SessionOptions};

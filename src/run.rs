@@ -251,6 +251,15 @@ pub fn history_message(
 fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
     let facts = check_pair(&cfg.model, &cfg.mmproj)?;
+    prepare_prompt(cfg, facts, history)
+}
+
+/// Loads the images and formats the prompt of a pair whose files were checked into `facts`.
+pub(crate) fn prepare_prompt(
+    cfg: &RunConfig,
+    facts: PairFacts,
+    history: &[HistoryMessage],
+) -> Result<Prepared, RunError> {
     let images: Vec<LoadedImage> = history
         .iter()
         .flat_map(|m| &m.images)
@@ -290,7 +299,7 @@ fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<P
 }
 
 /// What the prefill of either pipeline produced.
-struct Prefilled {
+pub(crate) struct Prefilled {
     n_past: i32,
     n_prompt_tokens: usize,
     n_image_tokens: usize,
@@ -352,12 +361,25 @@ pub fn run_with_history(
         }
     };
     load_secs += pre.load_secs;
+    generate_and_report(cfg, &model, &mut ctx, pre, load_secs, t_start, on_event)
+}
 
+/// Generates after a prefill and assembles the run's output and timings (`t_start`: when the
+/// run began; `load_secs`: its loading time, projector included).
+pub(crate) fn generate_and_report(
+    cfg: &RunConfig,
+    model: &Model,
+    ctx: &mut Context<'_>,
+    pre: Prefilled,
+    load_secs: f64,
+    t_start: Instant,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunOutput, RunError> {
     let mut sampler = Sampler::new(&cfg.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
     let mut on_text = |s: &str| on_event(Event::Text(s));
     let gen = generate(
-        &model,
-        &mut ctx,
+        model,
+        ctx,
         &mut sampler,
         pre.n_past,
         cfg.n_predict,
@@ -411,17 +433,17 @@ fn check_fits(n_text: usize, n_image: usize, n_ctx: u32) -> Result<(), RunError>
 }
 
 /// The model input of the native pipeline, laid out before any pixel is encoded.
-struct NativeSequence {
+pub(crate) struct NativeSequence {
     segments: Vec<Segment>,
     n_text: usize,
     n_image: usize,
-    n_chunks: usize,
+    pub(crate) n_chunks: usize,
     n_layout: usize,
 }
 
 /// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
 /// only the vocabulary of `model`.
-fn native_sequence(
+pub(crate) fn native_sequence(
     cfg: &RunConfig,
     prep: &Prepared,
     model: &Model,
@@ -467,11 +489,11 @@ fn native_sequence(
 }
 
 /// The images' embeddings, made with the projector loaded for this call only.
-struct Encoded {
-    embeddings: Vec<ImageEmbeddings>,
-    encode_secs: Vec<f64>,
-    n_projector_calls: usize,
-    load_secs: f64,
+pub(crate) struct Encoded {
+    pub embeddings: Vec<ImageEmbeddings>,
+    pub encode_secs: Vec<f64>,
+    pub n_projector_calls: usize,
+    pub load_secs: f64,
 }
 
 fn encode_native(
@@ -492,13 +514,36 @@ fn encode_native(
     let t_load = Instant::now();
     let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
     let load_secs = t_load.elapsed().as_secs_f64();
+    let (embeddings, encode_secs) = encode_with(&mut projector, cfg, prep, n_chunks, on_event)?;
+    // The projector is freed here, before the language model's context and KV cache exist,
+    // and the heap it and the preprocessed slices grew is handed back.
+    let n_projector_calls = projector.n_encode_calls();
+    drop(projector);
+    crate::ffi::trim_heap();
+    Ok(Encoded {
+        embeddings,
+        encode_secs,
+        n_projector_calls,
+        load_secs,
+    })
+}
+
+/// Encodes every image of `prep` with a loaded projector: the embeddings and the seconds of
+/// each projector call, reported through `on_event` as they finish.
+pub(crate) fn encode_with(
+    projector: &mut ClipProjector,
+    cfg: &RunConfig,
+    prep: &Prepared,
+    n_chunks: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<(Vec<ImageEmbeddings>, Vec<f64>), RunError> {
     on_event(Event::EncodeStart { total: n_chunks });
     let mut done = 0usize;
     let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
     let mut encode_secs = Vec::with_capacity(n_chunks);
     for img in &prep.images {
         let emb = native::encode_image(
-            &mut projector,
+            projector,
             img,
             cfg.max_slices,
             cfg.n_threads,
@@ -515,20 +560,10 @@ fn encode_native(
         }
         embeddings.push(emb);
     }
-    // The projector is freed here, before the language model's context and KV cache exist,
-    // and the heap it and the preprocessed slices grew is handed back.
-    let n_projector_calls = projector.n_encode_calls();
-    drop(projector);
-    crate::ffi::trim_heap();
-    Ok(Encoded {
-        embeddings,
-        encode_secs,
-        n_projector_calls,
-        load_secs,
-    })
+    Ok((embeddings, encode_secs))
 }
 
-fn prefill_native<'m>(
+pub(crate) fn prefill_native<'m>(
     cfg: &RunConfig,
     model: &'m Model,
     ctx_params: ContextParams,

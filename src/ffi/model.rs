@@ -98,10 +98,21 @@ unsafe impl Send for Model {}
 // SAFETY: see above; all methods taking &self only read the model.
 unsafe impl Sync for Model {}
 
+/// Full (weights) model loads in this process, counted by [`Model::load`]: how a test shows that
+/// N runs on one [`crate::session::Session`] load the model once.
+static MODEL_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many times this process has loaded a language model's weights (vocabulary-only loads are
+/// not counted).
+pub fn model_load_count() -> usize {
+    MODEL_LOADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 impl Model {
     /// Loads a GGUF language model. The caller has already checked that the file exists and is a
     /// language-model GGUF (llama.cpp aborts the process on some malformed files).
     pub fn load(path: &Path, params: LoadParams) -> Result<Model, ModelLoadError> {
+        MODEL_LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self::load_with(path, params, false)
     }
 
