@@ -162,6 +162,21 @@ enum Pos {
     Embd { key: EmbdKey, chunk: u32, row: u32 },
 }
 
+/// How many positions of the KV cache `old` a turn whose whole input is `new` keeps: their
+/// common prefix, never ending inside an image chunk (a chunk's embeddings are decoded
+/// together), and always leaving at least one position of `new` to feed (its logits are
+/// needed).
+fn kv_reuse(old: &[Pos], new: &[Pos]) -> usize {
+    let mut p0 = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    if p0 == new.len() {
+        p0 = p0.saturating_sub(1);
+    }
+    while p0 > 0 && matches!(new[p0], Pos::Embd { row, .. } if row > 0) {
+        p0 -= 1;
+    }
+    p0
+}
+
 /// Wall-clock figures of a turn, in seconds (rates in positions or tokens per second).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TurnTimings {
@@ -439,20 +454,7 @@ impl<'m> ChatSession<'m> {
             });
         }
 
-        // Keep the common prefix; never start inside an image chunk, and always feed at least
-        // one position (the logits of the last one are needed).
-        let mut p0 = self
-            .kv
-            .iter()
-            .zip(&full)
-            .take_while(|(a, b)| a == b)
-            .count();
-        if p0 == full.len() {
-            p0 = p0.saturating_sub(1);
-        }
-        while p0 > 0 && matches!(full[p0], Pos::Embd { row, .. } if row > 0) {
-            p0 -= 1;
-        }
+        let mut p0 = kv_reuse(&self.kv, &full);
         if p0 < self.kv.len() {
             if !self.ctx.truncate_memory(p0 as i32) {
                 self.ctx.clear_memory();
@@ -707,6 +709,62 @@ fn rate(n: usize, secs: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn embd(key: u8, chunk: u32, row: u32) -> Pos {
+        Pos::Embd {
+            key: EmbdKey([key; 32]),
+            chunk,
+            row,
+        }
+    }
+
+    #[test]
+    fn kv_reuse_keeps_the_common_prefix() {
+        let old = [Pos::Token(1), Pos::Token(2), Pos::Token(3)];
+        let new = [Pos::Token(1), Pos::Token(2), Pos::Token(9), Pos::Token(4)];
+        assert_eq!(kv_reuse(&old, &new), 2);
+        // A new turn appended to the old conversation keeps all of it.
+        let longer = [old.as_slice(), &[Pos::Token(5)]].concat();
+        assert_eq!(kv_reuse(&old, &longer), 3);
+        // Nothing in common, or an empty cache.
+        assert_eq!(kv_reuse(&old, &[Pos::Token(7), Pos::Token(1)]), 0);
+        assert_eq!(kv_reuse(&[], &new), 0);
+    }
+
+    #[test]
+    fn kv_reuse_always_leaves_one_position_to_feed() {
+        let same = [Pos::Token(1), Pos::Token(2), Pos::Token(3)];
+        assert_eq!(kv_reuse(&same, &same), 2);
+        // A shorter input than the cache: all of it but the last position.
+        assert_eq!(kv_reuse(&same, &same[..2]), 1);
+        assert_eq!(kv_reuse(&same, &same[..1]), 0);
+    }
+
+    #[test]
+    fn kv_reuse_never_ends_inside_an_image_chunk() {
+        let old = [
+            Pos::Token(1),
+            embd(7, 0, 0),
+            embd(7, 0, 1),
+            embd(7, 0, 2),
+            Pos::Token(2),
+        ];
+        // The same image, a different image after row 1 of its chunk: back to the chunk start.
+        let new = [Pos::Token(1), embd(7, 0, 0), embd(7, 0, 1), embd(8, 0, 2)];
+        assert_eq!(kv_reuse(&old, &new), 1);
+        // Identical up to and including a whole chunk: the chunk is kept.
+        let new = [
+            Pos::Token(1),
+            embd(7, 0, 0),
+            embd(7, 0, 1),
+            embd(7, 0, 2),
+            Pos::Token(3),
+        ];
+        assert_eq!(kv_reuse(&old, &new), 4);
+        // Everything identical, ending in a chunk: the last position must be fed, and it is
+        // inside the chunk, so the whole chunk is fed again.
+        assert_eq!(kv_reuse(&old[..4], &old[..4]), 1);
+    }
 
     #[test]
     fn tail_starts_at_p0_and_renumbers_images() {
