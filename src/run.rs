@@ -488,12 +488,25 @@ pub(crate) fn native_sequence(
     })
 }
 
-/// The images' embeddings, made with the projector loaded for this call only.
+/// The images' embeddings and what making them cost.
 pub(crate) struct Encoded {
-    pub embeddings: Vec<ImageEmbeddings>,
-    pub encode_secs: Vec<f64>,
-    pub n_projector_calls: usize,
-    pub load_secs: f64,
+    embeddings: Vec<ImageEmbeddings>,
+    encode_secs: Vec<f64>,
+    n_projector_calls: usize,
+    /// Loading the projector, when this run loaded it.
+    load_secs: f64,
+}
+
+impl Encoded {
+    /// A prompt without images: nothing encoded, no projector loaded.
+    pub(crate) fn nothing() -> Encoded {
+        Encoded {
+            embeddings: Vec::new(),
+            encode_secs: Vec::new(),
+            n_projector_calls: 0,
+            load_secs: 0.0,
+        }
+    }
 }
 
 fn encode_native(
@@ -504,39 +517,32 @@ fn encode_native(
 ) -> Result<Encoded, RunError> {
     if prep.images.is_empty() {
         // A text-only prompt never loads the projector.
-        return Ok(Encoded {
-            embeddings: Vec::new(),
-            encode_secs: Vec::new(),
-            n_projector_calls: 0,
-            load_secs: 0.0,
-        });
+        return Ok(Encoded::nothing());
     }
     let t_load = Instant::now();
     let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
     let load_secs = t_load.elapsed().as_secs_f64();
-    let (embeddings, encode_secs) = encode_with(&mut projector, cfg, prep, n_chunks, on_event)?;
+    let encoded = encode_with(&mut projector, cfg, prep, n_chunks, on_event)?;
     // The projector is freed here, before the language model's context and KV cache exist,
     // and the heap it and the preprocessed slices grew is handed back.
-    let n_projector_calls = projector.n_encode_calls();
     drop(projector);
     crate::ffi::trim_heap();
     Ok(Encoded {
-        embeddings,
-        encode_secs,
-        n_projector_calls,
         load_secs,
+        ..encoded
     })
 }
 
-/// Encodes every image of `prep` with a loaded projector: the embeddings and the seconds of
-/// each projector call, reported through `on_event` as they finish.
+/// Encodes every image of `prep` with a loaded projector (its load not counted), reporting
+/// each projector call through `on_event` as it finishes.
 pub(crate) fn encode_with(
     projector: &mut ClipProjector,
     cfg: &RunConfig,
     prep: &Prepared,
     n_chunks: usize,
     on_event: &mut dyn FnMut(Event<'_>),
-) -> Result<(Vec<ImageEmbeddings>, Vec<f64>), RunError> {
+) -> Result<Encoded, RunError> {
+    let calls_before = projector.n_encode_calls();
     on_event(Event::EncodeStart { total: n_chunks });
     let mut done = 0usize;
     let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
@@ -560,7 +566,12 @@ pub(crate) fn encode_with(
         }
         embeddings.push(emb);
     }
-    Ok((embeddings, encode_secs))
+    Ok(Encoded {
+        embeddings,
+        encode_secs,
+        n_projector_calls: projector.n_encode_calls() - calls_before,
+        load_secs: 0.0,
+    })
 }
 
 pub(crate) fn prefill_native<'m>(

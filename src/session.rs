@@ -24,9 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::ffi::{
-    ClipProjector, Context, KvType, LoadParams, Model, ProjectorAttention, SamplerParams,
-};
+use crate::ffi::{ClipProjector, KvType, LoadParams, Model, ProjectorAttention, SamplerParams};
 use crate::inputs::{check_pair, PairFacts};
 use crate::run::{self, Event, Pipeline, RunConfig, RunError, RunOutput};
 use crate::vision::DEFAULT_MAX_PIXELS;
@@ -265,13 +263,8 @@ impl Session {
         let cfg = self.run_config(request);
         let prep = run::prepare_prompt(&cfg, self.facts.clone(), &[])?;
         let seq = run::native_sequence(&cfg, &prep, &self.model)?;
-        let mut load_secs = std::mem::take(&mut self.pending_load_secs);
-        let mut enc = run::Encoded {
-            embeddings: Vec::new(),
-            encode_secs: Vec::new(),
-            n_projector_calls: 0,
-            load_secs: 0.0,
-        };
+        let mut load_secs = 0.0;
+        let mut enc = run::Encoded::nothing();
         if !prep.images.is_empty() {
             let t_load = Instant::now();
             let projector = match &mut self.projector {
@@ -283,14 +276,11 @@ impl Session {
                 )?),
             };
             load_secs += t_load.elapsed().as_secs_f64();
-            let calls_before = projector.n_encode_calls();
-            let (embeddings, encode_secs) =
-                run::encode_with(projector, &cfg, &prep, seq.n_chunks, on_event)?;
-            enc.n_projector_calls = projector.n_encode_calls() - calls_before;
-            enc.embeddings = embeddings;
-            enc.encode_secs = encode_secs;
+            enc = run::encode_with(projector, &cfg, &prep, seq.n_chunks, on_event)?;
         }
-        let (mut ctx, pre): (Context<'_>, _) =
+        // The model's own load is reported by the first run that gets this far.
+        load_secs += std::mem::take(&mut self.pending_load_secs);
+        let (mut ctx, pre) =
             run::prefill_native(&cfg, &self.model, cfg.context_params(), seq, enc)?;
         run::generate_and_report(
             &cfg,
