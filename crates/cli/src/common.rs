@@ -1,0 +1,277 @@
+//! Flags shared by `run` and `chat` (the model pair, generation settings) and by `plan` (the
+//! memory settings). One definition, flattened into each command, so they cannot drift apart.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Args;
+
+use minicpmv::ffi::repack::Repack;
+use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
+use minicpmv::plan::memory::{self as memplan, PlanSettings};
+use minicpmv::vision::DEFAULT_MAX_PIXELS;
+
+use super::output::human_bytes;
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Language model GGUF. Without -m and --mmproj: the default model, MiniCPM-V 2.6 Q4_K_M
+    /// with its mmproj, downloaded into the cache on first use (see `minicpmv pull`).
+    #[arg(short = 'm', long, value_name = "MODEL.gguf", requires = "mmproj")]
+    pub model: Option<PathBuf>,
+    /// Vision projector GGUF (mmproj) that belongs to the language model.
+    #[arg(long, value_name = "MMPROJ.gguf", requires = "model")]
+    pub mmproj: Option<PathBuf>,
+    /// Use a tiny synthetic MiniCPM-V 2.6 pair (random weights: the text is noise), generated
+    /// on the fly, to try the whole pipeline without downloading anything.
+    #[arg(long, conflicts_with_all = ["model", "mmproj"])]
+    pub demo: bool,
+    /// Never use the network: without -m, the default model must already be in the cache
+    /// (also MINICPMV_OFFLINE=1 or HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl ModelArgs {
+    /// The pair to use, and whether it is the synthetic demo pair (announced on stderr).
+    pub fn resolve(&self) -> Result<(PathBuf, PathBuf, bool)> {
+        match (&self.model, &self.mmproj) {
+            (Some(m), Some(p)) => Ok((m.clone(), p.clone(), false)),
+            _ if self.demo => {
+                let (m, p) = super::synth::demo_pair()?;
+                eprintln!(
+                    "note: --demo: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for another model.",
+                    m.parent().map(|d| d.display().to_string()).unwrap_or_default()
+                );
+                Ok((m, p, true))
+            }
+            _ => {
+                let pair = super::pull::default_pair(self.offline)?;
+                super::pull::announce(&pair);
+                Ok((pair.model.path, pair.mmproj.path, false))
+            }
+        }
+    }
+}
+
+/// What decides the memory a run needs, shared by `run`, `chat` and `plan`: the plan of a
+/// command line is made from the very settings its run uses.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// Context length in tokens (prompt or whole conversation, image embeddings, answers).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx_size: u32,
+    /// Prompt positions per decode call (llama.cpp's batch and micro-batch). Each call reads all
+    /// the weights once; the compute buffers grow with it.
+    #[arg(short = 'b', long, default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=8192))]
+    pub batch_size: u32,
+    /// Largest image accepted, in pixels (width x height).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
+    /// Slices per image at most, 1..=9 (1: the overview only, one projector call per image).
+    /// Fewer slices: faster and fewer tokens, less detail.
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_slices: u32,
+    /// Read the whole language model into RAM instead of memory-mapping it.
+    #[arg(long)]
+    pub no_mmap: bool,
+    /// Lock the language model's weights in RAM (no paging out; needs RLIMIT_MEMLOCK).
+    #[arg(long)]
+    pub mlock: bool,
+    /// Weight repacking for llama.cpp's repacked CPU kernels: `auto` repacks except on x86
+    /// CPUs with AVX512-VNNI and K-quant models, where ggml's tiled kernel (which needs the
+    /// weights as stored) prefills faster; `on` always repacks (llama.cpp's default); `off`
+    /// never does (the mapped file is then the only copy).
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    pub repack: Repack,
+    /// The same as `--repack off`.
+    #[arg(long, conflicts_with = "repack")]
+    pub no_repack: bool,
+    /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
+    /// half and a quarter.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_type: KvTypeArg,
+    /// Sequential low-memory mode: encode the images with only the projector loaded, free it,
+    /// then load the language model (chat: the projector is loaded only while it encodes).
+    /// Chosen automatically when the pair does not fit in available memory together.
+    #[arg(long)]
+    pub low_mem: bool,
+    /// Attention kernel of the projector's vision tower: `flash` (ggml's fused kernel, the
+    /// faster on CPUs) or `plain` (separate ops, llama.cpp's choice when it skips its warm-up).
+    #[arg(
+        long = "projector-attn",
+        value_name = "flash|plain",
+        default_value = "flash"
+    )]
+    pub projector_attention: ProjectorAttention,
+}
+
+impl MemoryArgs {
+    /// Largest batch per decode call.
+    pub fn n_batch(&self) -> u32 {
+        self.batch_size.min(self.ctx_size)
+    }
+
+    pub fn repack(&self) -> Repack {
+        if self.no_repack {
+            Repack::Off
+        } else {
+            self.repack
+        }
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type.into()
+    }
+
+    /// The planner's view of these settings.
+    pub fn plan_settings(&self, n_threads: i32) -> PlanSettings {
+        PlanSettings {
+            n_ctx: self.ctx_size,
+            n_batch: self.n_batch(),
+            kv_type: self.kv_type(),
+            low_mem: self.low_mem,
+            use_mmap: !self.no_mmap,
+            use_mlock: self.mlock,
+            repack: self.repack(),
+            max_slices: self.max_slices,
+            n_threads,
+            projector_attention: self.projector_attention,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct GenerationArgs {
+    /// Maximum number of tokens to generate (per answer in `chat`).
+    #[arg(short = 'n', long = "n-predict", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub n_predict: u32,
+    /// Keep generating after the end-of-text token (always -n tokens; for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Sampling temperature; 0 means greedy (deterministic).
+    #[arg(long = "temp", default_value_t = SamplerParams::default().temperature)]
+    pub temperature: f32,
+    /// Top-k sampling (0 disables).
+    #[arg(long, default_value_t = SamplerParams::default().top_k)]
+    pub top_k: i32,
+    /// Top-p (nucleus) sampling (1.0 disables).
+    #[arg(long, default_value_t = SamplerParams::default().top_p)]
+    pub top_p: f32,
+    /// Min-p sampling (0.0 disables).
+    #[arg(long, default_value_t = SamplerParams::default().min_p)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 disables).
+    #[arg(long, default_value_t = SamplerParams::default().repeat_penalty)]
+    pub repeat_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = SamplerParams::default().seed)]
+    pub seed: u32,
+    /// Threads (default: the physical performance cores this process may use).
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
+    pub threads: Option<u32>,
+    #[command(flatten)]
+    pub memory: MemoryArgs,
+    /// Keep the mapped pages the loader read to repack (llama.cpp's own behaviour: repacked
+    /// weights then stay resident twice). For comparisons.
+    #[arg(long)]
+    pub keep_loader_pages: bool,
+    /// Draw a progress bar for image encoding even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+impl GenerationArgs {
+    pub fn sampling(&self) -> SamplerParams {
+        SamplerParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplerParams::default()
+        }
+    }
+
+    pub fn n_threads(&self) -> i32 {
+        self.threads.map_or_else(default_threads, |t| t as i32)
+    }
+
+    pub fn load_params(&self) -> LoadParams {
+        LoadParams {
+            use_mmap: !self.memory.no_mmap,
+            use_mlock: self.memory.mlock,
+            repack: self.memory.repack(),
+            release_loader_pages: !self.keep_loader_pages,
+            ..LoadParams::default()
+        }
+    }
+
+    /// Whether to run in low-memory mode: when asked, or when the planner predicts that the
+    /// default mode does not fit in the memory available now but low-memory mode fits better
+    /// (said on stderr). The planner is consulted only when the files are not clearly small
+    /// enough, so ordinary runs pay nothing for it.
+    pub fn low_mem_for(&self, model: &Path, mmproj: &Path, images: &[PathBuf]) -> bool {
+        let m = &self.memory;
+        if m.low_mem {
+            return true;
+        }
+        if memplan::clearly_fits(model, mmproj, m.ctx_size) {
+            return false;
+        }
+        let settings = PlanSettings {
+            low_mem: false,
+            ..m.plan_settings(self.n_threads())
+        };
+        // A failing plan is not an error here: the run itself reports bad inputs.
+        let Ok(plan) = memplan::plan(model, mmproj, images, m.max_image_pixels, &settings) else {
+            return false;
+        };
+        let low = memplan::predict(
+            &plan.footprint,
+            &PlanSettings {
+                low_mem: true,
+                ..settings
+            },
+        );
+        if !memplan::should_switch_to_low_mem(&plan.prediction, &low, plan.available.as_ref()) {
+            return false;
+        }
+        eprintln!(
+            "note: the model and projector need about {} together but {} is available; using --low-mem (about {}). See `minicpmv plan`.",
+            human_bytes(plan.prediction.peak),
+            plan.available.as_ref().map_or_else(|| "less".to_string(), |a| human_bytes(a.bytes)),
+            human_bytes(low.peak),
+        );
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvTypeArg {
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl From<KvTypeArg> for KvType {
+    fn from(a: KvTypeArg) -> KvType {
+        match a {
+            KvTypeArg::F16 => KvType::F16,
+            KvTypeArg::Q8_0 => KvType::Q8_0,
+            KvTypeArg::Q4_0 => KvType::Q4_0,
+        }
+    }
+}
+
+/// Default thread count: the physical performance cores this process may use
+/// ([`minicpmv::plan::system::performance_cores`]).
+pub fn default_threads() -> i32 {
+    minicpmv::plan::system::performance_cores() as i32
+}

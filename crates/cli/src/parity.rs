@@ -1,0 +1,125 @@
+//! `minicpmv parity`: our native pipeline against llama.cpp's own, on the user's files.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use minicpmv::ffi::{LoadParams, SamplerParams};
+use minicpmv::session::run::{Pipeline, RunConfig};
+use minicpmv::tools::parity::{compare, SeqItem};
+use minicpmv::vision::DEFAULT_MAX_PIXELS;
+
+use super::output::Stdout;
+
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// Language model GGUF.
+    #[arg(short = 'm', long, value_name = "MODEL.gguf")]
+    pub model: PathBuf,
+    /// Vision projector GGUF (mmproj).
+    #[arg(long, value_name = "MMPROJ.gguf")]
+    pub mmproj: PathBuf,
+    /// Image file; repeat for several.
+    #[arg(long = "image", value_name = "IMG", required = true)]
+    pub images: Vec<PathBuf>,
+    #[arg(short, long, default_value = "Describe this image.")]
+    pub prompt: String,
+    /// Greedy tokens to generate and compare.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub n_predict: u32,
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
+    pub threads: Option<u32>,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(16..))]
+    pub ctx_size: u32,
+    /// Largest embedding difference still counted as equal.
+    #[arg(long, default_value_t = 0.0)]
+    pub tolerance: f32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Returns whether parity holds (the caller turns `false` into exit code 1).
+pub fn main(args: ParityArgs) -> Result<bool> {
+    let cfg = RunConfig {
+        model: args.model,
+        mmproj: args.mmproj,
+        images: args.images,
+        prompt: args.prompt,
+        n_predict: args.n_predict as usize,
+        ignore_eos: true,
+        sampling: SamplerParams::default(),
+        n_threads: args
+            .threads
+            .map_or_else(super::common::default_threads, |t| t as i32),
+        n_ctx: args.ctx_size,
+        n_batch: 512.min(args.ctx_size),
+        max_image_pixels: DEFAULT_MAX_PIXELS,
+        max_slices: 9,
+        pipeline: Pipeline::Native,
+        warmup: false,
+        projector_attention: Default::default(),
+        kv_type: Default::default(),
+        low_mem: false,
+        per_chunk_prefill: false,
+        load: LoadParams::default(),
+    };
+    let report = compare(&cfg)?;
+    let holds = report.holds(args.tolerance);
+    let mut out = Stdout::default();
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["holds"] = serde_json::json!(holds);
+        out.write_str(&(serde_json::to_string_pretty(&v)? + "\n"));
+    } else {
+        let describe = |seq: &[SeqItem]| {
+            seq.iter()
+                .map(|i| match i {
+                    SeqItem::Text(t) => format!("text({})", t.len()),
+                    SeqItem::Image(n) => format!("image({n})"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        out.write_str(&format!(
+            "input sequence: {} ({})\n  native:    {}\n  llama.cpp: {}\n",
+            if report.sequence_equal {
+                "identical"
+            } else {
+                "DIFFERENT"
+            },
+            report.sequence_native.len(),
+            describe(&report.sequence_native),
+            describe(&report.sequence_llama_cpp),
+        ));
+        out.write_str(&format!(
+            "embeddings: {} image chunks, max abs difference {:e}\n",
+            report.chunks.len(),
+            report.max_abs_diff
+        ));
+        let pf = &report.prefill;
+        out.write_str(&format!(
+            "prefill: packed ({} decode calls) vs llama.cpp's per-chunk batching ({} calls): last-position logits max abs difference {:e} (largest logit {:.3}), greedy pick {}\n",
+            pf.decode_calls_packed,
+            pf.decode_calls_per_chunk,
+            pf.logits_max_abs_diff,
+            pf.logits_max_abs,
+            if pf.argmax_equal { "identical" } else { "DIFFERENT" },
+        ));
+        out.write_str(&format!(
+            "greedy tokens ({}, ours with llama.cpp's batching): {}\nparity {}\n",
+            report.tokens_native.len(),
+            if report.tokens_equal {
+                "identical"
+            } else {
+                "DIFFERENT"
+            },
+            if holds { "holds" } else { "DOES NOT HOLD" }
+        ));
+    }
+    out.finish()?;
+    Ok(holds)
+}

@@ -1,0 +1,165 @@
+//! `minicpmv run`: one prompt about one or more images.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde::Serialize;
+
+use minicpmv::session::run::{run, Event, Pipeline, RunConfig, RunOutput};
+
+use super::common::{GenerationArgs, ModelArgs};
+use super::output::{show_progress, EncodeProgress, Stdout};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub pair: ModelArgs,
+    /// Image file (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat for several images.
+    #[arg(long = "image", value_name = "IMG")]
+    pub images: Vec<PathBuf>,
+    /// The prompt. Images go before it unless it contains `<__media__>` placeholders.
+    #[arg(short, long, default_value = "Describe this image.")]
+    pub prompt: String,
+    #[command(flatten)]
+    pub gen: GenerationArgs,
+    /// Image pipeline: ours (Rust slicing, one projector call per slice) or llama.cpp's own
+    /// mtmd pipeline (the reference; always up to 9 slices).
+    #[arg(long, value_enum, default_value = "native")]
+    pub pipeline: PipelineArg,
+    /// Run llama.cpp's projector warm-up (compute-graph reservation) at load time. Default:
+    /// off for the native pipeline, on for the llama.cpp pipeline (as llama.cpp does).
+    #[arg(long, overrides_with = "no_warmup")]
+    pub warmup: bool,
+    /// Skip the projector warm-up.
+    #[arg(long, overrides_with = "warmup")]
+    pub no_warmup: bool,
+    /// Decode the prompt as llama.cpp's mtmd does, one decode call per text run and image
+    /// chunk, instead of packed into full batches. Slower (on MiniCPM-V 2.6 with a 9-slice
+    /// image, 19 decode calls instead of 2); reproduces llama.cpp's numerics bit for bit.
+    #[arg(long)]
+    pub per_chunk_prefill: bool,
+    /// Print one JSON object (text, token ids, counts, timings) instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// No timing summary on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PipelineArg {
+    Native,
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    model: PathBuf,
+    mmproj: PathBuf,
+    images: &'a [PathBuf],
+    synthetic_model: bool,
+    #[serde(flatten)]
+    out: &'a RunOutput,
+}
+
+pub fn main(args: RunArgs) -> Result<()> {
+    let (model, mmproj, synthetic) = args.pair.resolve()?;
+    let pipeline = match args.pipeline {
+        PipelineArg::Native => Pipeline::Native,
+        PipelineArg::LlamaCpp => Pipeline::LlamaCpp,
+    };
+    let gen = &args.gen;
+    let cfg = RunConfig {
+        model: model.clone(),
+        mmproj: mmproj.clone(),
+        images: args.images.clone(),
+        prompt: args.prompt.clone(),
+        n_predict: gen.n_predict as usize,
+        ignore_eos: gen.ignore_eos,
+        sampling: gen.sampling(),
+        n_threads: gen.n_threads(),
+        n_ctx: gen.memory.ctx_size,
+        n_batch: gen.memory.n_batch(),
+        max_image_pixels: gen.memory.max_image_pixels,
+        max_slices: gen.memory.max_slices,
+        pipeline,
+        warmup: if args.warmup || args.no_warmup {
+            args.warmup
+        } else {
+            pipeline == Pipeline::LlamaCpp
+        },
+        projector_attention: gen.memory.projector_attention,
+        load: gen.load_params(),
+        kv_type: gen.memory.kv_type(),
+        // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
+        low_mem: match pipeline {
+            Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
+            Pipeline::LlamaCpp => gen.memory.low_mem,
+        },
+        per_chunk_prefill: args.per_chunk_prefill,
+    };
+    let mut stdout = Stdout::default();
+    let streaming = !args.json;
+    let mut bar = EncodeProgress::new(show_progress(gen.progress));
+    let out = run(&cfg, &mut |event| match event {
+        Event::Text(s) if streaming => stdout.write_str(s),
+        Event::Text(_) => {}
+        Event::EncodeStart { total } => bar.start(total),
+        Event::ChunkEncoded { done, .. } => bar.set(done),
+    });
+    bar.finish();
+    let out = out?;
+    if args.json {
+        let json = JsonOut {
+            model,
+            mmproj,
+            images: &args.images,
+            synthetic_model: synthetic,
+            out: &out,
+        };
+        let text = serde_json::to_string_pretty(&json).context("serializing the result")?;
+        stdout.write_str(&text);
+        stdout.write_str("\n");
+    } else {
+        stdout.write_str("\n");
+    }
+    stdout.finish().context("writing to stdout")?;
+    if !args.quiet && !args.json {
+        print_summary(&out);
+    }
+    Ok(())
+}
+
+fn print_summary(out: &RunOutput) {
+    let t = &out.timings;
+    let memory = out.peak_rss_bytes.map_or_else(String::new, |b| {
+        format!(
+            " | peak memory {}{}",
+            super::output::human_bytes(b),
+            if out.low_mem { " (--low-mem)" } else { "" }
+        )
+    });
+    eprintln!(
+        "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s, {} decode calls) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s{}",
+        t.load_secs,
+        t.image_encode_secs,
+        out.n_image_chunks,
+        out.n_image_tokens,
+        out.n_prompt_tokens,
+        t.prompt_secs,
+        t.prompt_tokens_per_sec,
+        out.prompt_decode_calls,
+        out.token_ids.len(),
+        t.generate_secs,
+        t.generate_tokens_per_sec,
+        serde_json::to_value(out.stop)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        t.time_to_first_token_secs,
+        t.total_secs,
+        memory,
+    );
+}

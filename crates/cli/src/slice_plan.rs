@@ -1,0 +1,151 @@
+//! `minicpmv slice-plan`: how images are cut into an overview and slices, and what they cost
+//! in tokens, without loading any model.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde::Serialize;
+
+use minicpmv::model::family::{self, Version};
+use minicpmv::prompt::layout::{n_layout_tokens, LayoutStyle};
+use minicpmv::vision::{load_image, plan_slices, SliceParams, SlicePlan, DEFAULT_MAX_PIXELS};
+
+use super::output::Stdout;
+
+#[derive(Debug, Args)]
+pub struct SlicePlanArgs {
+    /// Image sizes as WIDTHxHEIGHT (e.g. 1920x1080).
+    #[arg(value_name = "WxH", value_parser = parse_size)]
+    pub sizes: Vec<(u32, u32)>,
+    /// Image files whose size to plan for (decoded, EXIF orientation applied).
+    #[arg(long = "image", value_name = "IMG")]
+    pub images: Vec<PathBuf>,
+    /// Slices per image at most, 1..=9 (1: overview only).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub max_slices: u32,
+    /// MiniCPM-V version (tokens per slice and layout): 2.5, 2.6, o2.6, 4.0, 4.5.
+    #[arg(long = "version", value_name = "V", default_value = "2.6")]
+    pub version: Version,
+    /// Print a JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `WIDTHxHEIGHT` with positive integers.
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT (e.g. 1920x1080)"))?;
+    let parse = |v: &str, what: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("{what} {v:?} in {s:?} is not a whole number"))
+    };
+    let (w, h) = (parse(w, "width")?, parse(h, "height")?);
+    if w == 0 || h == 0 {
+        return Err(format!("{s:?}: width and height must be at least 1"));
+    }
+    Ok((w, h))
+}
+
+#[derive(Debug, Serialize)]
+struct PlanOut {
+    width: u32,
+    height: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<PathBuf>,
+    overview: [u32; 2],
+    grid: Option<[u32; 2]>,
+    refine: Option<[u32; 2]>,
+    slice: Option<[u32; 2]>,
+    n_slices: usize,
+    /// Image embeddings fed to the model: (1 + n_slices) x tokens per slice.
+    n_image_tokens: usize,
+    /// Special tokens around them (`<image>`, `<slice>`, `\n`, ...).
+    n_layout_tokens: usize,
+    /// Context positions the image takes: embeddings plus layout tokens.
+    n_positions: usize,
+}
+
+fn describe(
+    w: u32,
+    h: u32,
+    image: Option<PathBuf>,
+    plan: &SlicePlan,
+    q: usize,
+    style: LayoutStyle,
+) -> PlanOut {
+    let n_image_tokens = plan.n_chunks() * q;
+    let n_layout = n_layout_tokens(style, plan.grid);
+    PlanOut {
+        width: w,
+        height: h,
+        image,
+        overview: [plan.overview.0, plan.overview.1],
+        grid: plan.grid.map(|g| [g.0, g.1]),
+        refine: plan.refine.map(|r| [r.0, r.1]),
+        slice: plan.slice.map(|s| [s.0, s.1]),
+        n_slices: plan.n_slices(),
+        n_image_tokens,
+        n_layout_tokens: n_layout,
+        n_positions: n_image_tokens + n_layout,
+    }
+}
+
+pub fn main(args: SlicePlanArgs) -> Result<()> {
+    if args.sizes.is_empty() && args.images.is_empty() {
+        bail!("give at least one size (e.g. 1920x1080) or --image FILE");
+    }
+    let spec = family::spec(args.version);
+    let params = SliceParams {
+        image_size: spec.slicing.image_size,
+        patch_size: spec.slicing.patch_size,
+        max_slices: args.max_slices,
+    };
+    let q = spec.query_tokens as usize;
+    let style = LayoutStyle::for_minicpmv_version(i64::from(spec.minicpmv_version));
+    let mut inputs: Vec<(u32, u32, Option<PathBuf>)> =
+        args.sizes.iter().map(|&(w, h)| (w, h, None)).collect();
+    for path in &args.images {
+        let img = load_image(path, DEFAULT_MAX_PIXELS)?;
+        inputs.push((img.width, img.height, Some(path.clone())));
+    }
+    let mut plans = Vec::with_capacity(inputs.len());
+    for (w, h, image) in inputs {
+        let plan = plan_slices(w, h, &params).with_context(|| format!("planning {w}x{h}"))?;
+        plans.push(describe(w, h, image, &plan, q, style));
+    }
+    let mut out = Stdout::default();
+    if args.json {
+        out.write_str(&(serde_json::to_string_pretty(&plans)? + "\n"));
+    } else {
+        for p in &plans {
+            let name = p
+                .image
+                .as_ref()
+                .map(|i| format!("{} ", i.display()))
+                .unwrap_or_default();
+            let geometry = match (p.grid, p.refine, p.slice) {
+                (Some(g), Some(r), Some(s)) => format!(
+                    "grid {}x{}, refine {}x{}, {} slices of {}x{}",
+                    g[0], g[1], r[0], r[1], p.n_slices, s[0], s[1]
+                ),
+                _ => "no slices".to_string(),
+            };
+            out.write_str(&format!(
+                "{name}{}x{}: overview {}x{}, {geometry}; {} projector calls, {} image tokens + {} layout tokens = {} positions\n",
+                p.width,
+                p.height,
+                p.overview[0],
+                p.overview[1],
+                p.n_slices + 1,
+                p.n_image_tokens,
+                p.n_layout_tokens,
+                p.n_positions
+            ));
+        }
+    }
+    out.finish()?;
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Stage 3, encoding: one projector call per slice ([`projector`]), and image embeddings cached
+//! by content in memory and on disk ([`cache`]).
+
+pub mod cache;
+pub mod projector;
+
+pub use projector::{encode_image, slice_params, ImageEmbeddings, NativeError};

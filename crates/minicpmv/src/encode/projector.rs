@@ -1,0 +1,133 @@
+//! The projector stage of the native pipeline: slices planned and preprocessed in Rust
+//! ([`crate::vision`]), then one projector call per slice through our shim.
+
+use std::time::Instant;
+
+use crate::ffi::{ClipProjector, DecodeError};
+use crate::vision::{
+    plan_slices, preprocess, LoadedImage, PreprocessError, SliceError, SliceParams, SlicePlan,
+};
+
+/// Why the native pipeline failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NativeError {
+    #[error(transparent)]
+    Slice(#[from] SliceError),
+    #[error(transparent)]
+    Preprocess(#[from] PreprocessError),
+    #[error(transparent)]
+    Clip(#[from] crate::ffi::ClipError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("the vocabulary has no single token for {0:?}, which MiniCPM-V's image layout needs")]
+    MissingLayoutToken(String),
+    #[error("the projector produced {got} floats for a slice, {expected} were expected")]
+    EmbeddingSize { got: usize, expected: usize },
+}
+
+/// The embeddings of one image: overview first, then the slices in row-major order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageEmbeddings {
+    pub plan: SlicePlan,
+    /// One `n_tokens * n_embd` row-major buffer per chunk.
+    pub chunks: Vec<Vec<f32>>,
+    /// Width of one embedding.
+    pub n_embd: usize,
+    /// Seconds per projector call, in chunk order.
+    pub encode_secs: Vec<f64>,
+}
+
+impl ImageEmbeddings {
+    /// Embeddings (positions) this image feeds the model.
+    pub fn n_tokens(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.len() / self.n_embd.max(1))
+            .sum()
+    }
+}
+
+/// Slice parameters of a loaded projector with a cap on the number of slices (1..=9).
+pub fn slice_params(projector: &ClipProjector, max_slices: u32) -> SliceParams {
+    let info = projector.info();
+    SliceParams {
+        image_size: info.image_size,
+        patch_size: info.patch_size,
+        max_slices,
+    }
+}
+
+/// Plans, preprocesses and encodes one image. `on_chunk(done, total)` is called after each
+/// projector call (for progress display).
+pub fn encode_image(
+    projector: &mut ClipProjector,
+    image: &LoadedImage,
+    max_slices: u32,
+    n_threads: i32,
+    on_chunk: &mut dyn FnMut(usize, usize),
+) -> Result<ImageEmbeddings, NativeError> {
+    let params = slice_params(projector, max_slices);
+    let plan = plan_slices(image.width, image.height, &params)?;
+    let info = *projector.info();
+    let pre = preprocess(image, &plan, info.image_mean, info.image_std)?;
+    let total = 1 + pre.slices.len();
+    let mut chunks = Vec::with_capacity(total);
+    let mut encode_secs = Vec::with_capacity(total);
+    for (i, img) in std::iter::once(&pre.overview)
+        .chain(&pre.slices)
+        .enumerate()
+    {
+        let t0 = Instant::now();
+        let emb = projector.encode(&img.data, img.width, img.height, n_threads)?;
+        encode_secs.push(t0.elapsed().as_secs_f64());
+        let expected = info.query_num as usize * info.n_embd;
+        if emb.len() != expected {
+            return Err(NativeError::EmbeddingSize {
+                got: emb.len(),
+                expected,
+            });
+        }
+        chunks.push(emb);
+        on_chunk(i + 1, total);
+    }
+    Ok(ImageEmbeddings {
+        plan,
+        chunks,
+        n_embd: info.n_embd,
+        encode_secs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ffi::{ClipProjector, ProjectorAttention};
+    use crate::model::family::Version;
+    use crate::tools::synth::tiny_pair;
+
+    /// The attention choice reaches llama.cpp: both kernels give the same embeddings up to
+    /// rounding (flash attention casts K and V to f16), and not bit-identical ones.
+    #[test]
+    fn attention_kernel_reaches_llama_cpp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = tiny_pair(Version::V2_6, dir.path());
+        let (w, h) = (448u32, 448u32);
+        let pixels: Vec<f32> = (0..(w * h * 3) as usize)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let encode = |attention| {
+            let mut p = ClipProjector::load(&out.mmproj, false, attention)
+                .unwrap_or_else(|e| panic!("{e}"));
+            p.encode(&pixels, w, h, 2).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let flash = encode(ProjectorAttention::Flash);
+        let plain = encode(ProjectorAttention::Plain);
+        assert_eq!(flash.len(), plain.len());
+        assert!(flash.iter().chain(&plain).all(|x| x.is_finite()));
+        let dot: f64 = flash.iter().zip(&plain).map(|(a, b)| (a * b) as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+        let cosine = dot / (norm(&flash) * norm(&plain));
+        assert!(cosine > 0.999, "cosine {cosine}");
+        assert_ne!(flash, plain, "both settings ran the same kernel");
+    }
+}

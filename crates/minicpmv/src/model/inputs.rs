@@ -1,0 +1,315 @@
+//! Checks on the user's files before anything reaches llama.cpp, which aborts the whole process
+//! on many malformed inputs. Everything here reads GGUF metadata with our own reader.
+
+use std::path::{Path, PathBuf};
+
+use crate::gguf::{FileKind, GgufError, GgufFile, MetaValue};
+use crate::model::family::Version;
+
+/// Text architectures of the MiniCPM-V family (DESIGN.md §3).
+pub const TEXT_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "minicpm"];
+
+/// The special tokens MiniCPM-V's image layout needs in the vocabulary.
+pub const IMAGE_TOKENS: &[&str] = &["<image>", "</image>", "<slice>", "</slice>"];
+
+/// A problem with the model files, found before loading them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    #[error("language model (-m): {0}")]
+    ModelFile(#[source] GgufError),
+    #[error("projector (--mmproj): {0}")]
+    ProjectorFile(#[source] GgufError),
+    #[error("{} is a vision projector (mmproj) file, not a language model: pass it with --mmproj, and the language model with -m", path.display())]
+    ProjectorAsModel { path: PathBuf },
+    #[error("{} is a language model ({arch}), not a vision projector: pass it with -m, and the mmproj file with --mmproj", path.display())]
+    ModelAsProjector { path: PathBuf, arch: String },
+    #[error("{} has no general.architecture key: it is not a llama.cpp model file", path.display())]
+    NoArchitecture { path: PathBuf },
+    #[error("{} is a {arch} model; MiniCPM-V language models are one of: {}", path.display(), TEXT_ARCHS.join(", "))]
+    UnsupportedArch { path: PathBuf, arch: String },
+    #[error("{}: {reason}", path.display())]
+    BadProjector { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    BadModel { path: PathBuf, reason: String },
+    #[error("{}: metadata key {key} has type {found}, llama.cpp requires {expected}", path.display())]
+    KeyType {
+        path: PathBuf,
+        key: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    #[error("the vocabulary of {} lacks MiniCPM-V's image token {token:?}: this model cannot take images", path.display())]
+    MissingImageToken { path: PathBuf, token: String },
+    #[error("the projector {} produces embeddings of width {mmproj_width}, but the language model {} has width {model_width}: the two files do not belong together", mmproj.display(), model.display())]
+    WidthMismatch {
+        model: PathBuf,
+        mmproj: PathBuf,
+        model_width: u64,
+        mmproj_width: u64,
+    },
+}
+
+/// What the checks learned about a language model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelFacts {
+    pub arch: String,
+    pub n_embd: u64,
+    pub n_vocab: u64,
+    pub chat_template: Option<String>,
+}
+
+/// What the checks learned about a projector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectorFacts {
+    pub minicpmv_version: i64,
+    pub version: Version,
+    /// Width of the embeddings it produces.
+    pub n_embd: u64,
+    pub query_num: u64,
+    pub image_size: u64,
+    pub patch_size: u64,
+}
+
+/// Checks that `path` is a MiniCPM-V language model GGUF llama.cpp can load.
+pub fn check_model(path: &Path) -> Result<(GgufFile, ModelFacts), InputError> {
+    let f = GgufFile::open(path).map_err(InputError::ModelFile)?;
+    let p = || path.to_path_buf();
+    let arch = match f.kind() {
+        FileKind::Projector => return Err(InputError::ProjectorAsModel { path: p() }),
+        FileKind::Unknown => return Err(InputError::NoArchitecture { path: p() }),
+        FileKind::LanguageModel(arch) => arch,
+    };
+    if !TEXT_ARCHS.contains(&arch.as_str()) {
+        return Err(InputError::UnsupportedArch { path: p(), arch });
+    }
+    let key = format!("{arch}.embedding_length");
+    let n_embd = match f.get(&key) {
+        None => {
+            return Err(InputError::BadModel {
+                path: p(),
+                reason: format!("missing {key}"),
+            })
+        }
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n,
+            Some(n) => {
+                return Err(InputError::BadModel {
+                    path: p(),
+                    reason: format!("{key} is {n}"),
+                })
+            }
+            None => {
+                return Err(InputError::KeyType {
+                    path: p(),
+                    key,
+                    found: value_kind(v),
+                    expected: "an unsigned integer",
+                })
+            }
+        },
+    };
+    let tokens = f
+        .get_str_array("tokenizer.ggml.tokens")
+        .ok_or_else(|| InputError::BadModel {
+            path: p(),
+            reason: "no vocabulary (tokenizer.ggml.tokens)".into(),
+        })?;
+    for tok in IMAGE_TOKENS {
+        if !tokens.iter().any(|t| t == tok) {
+            return Err(InputError::MissingImageToken {
+                path: p(),
+                token: (*tok).to_string(),
+            });
+        }
+    }
+    let facts = ModelFacts {
+        n_vocab: tokens.len() as u64,
+        chat_template: f.get_str("tokenizer.chat_template").map(str::to_string),
+        arch,
+        n_embd,
+    };
+    Ok((f, facts))
+}
+
+/// Expected value types of the metadata keys llama.cpp's clip loader reads for a MiniCPM-V
+/// projector: it aborts the process (GGML_ASSERT) when a present key has another type.
+const PROJECTOR_KEY_TYPES: &[(&str, &str)] = &[
+    ("general.name", "string"),
+    ("general.description", "string"),
+    ("clip.projector_type", "string"),
+    ("clip.vision.projector_type", "string"),
+    ("clip.has_vision_encoder", "bool"),
+    ("clip.has_audio_encoder", "bool"),
+    ("clip.has_gen_audio_encoder", "bool"),
+    ("clip.use_gelu", "bool"),
+    ("clip.use_silu", "bool"),
+    ("clip.minicpmv_version", "i32"),
+    ("clip.minicpmv_query_num", "u32"),
+    ("clip.vision.image_size", "u32"),
+    ("clip.vision.patch_size", "u32"),
+    ("clip.vision.embedding_length", "u32"),
+    ("clip.vision.feed_forward_length", "u32"),
+    ("clip.vision.block_count", "u32"),
+    ("clip.vision.projection_dim", "u32"),
+    ("clip.vision.attention.head_count", "u32"),
+    ("clip.vision.attention.head_count_kv", "u32"),
+    ("clip.vision.attention.head_dim", "u32"),
+    ("clip.vision.attention.layer_norm_epsilon", "f32"),
+    ("clip.vision.image_mean", "array"),
+    ("clip.vision.image_std", "array"),
+];
+
+fn value_kind(v: &MetaValue) -> &'static str {
+    match v {
+        MetaValue::String(_) => "string",
+        MetaValue::Bool(_) => "bool",
+        MetaValue::I32(_) => "i32",
+        MetaValue::U32(_) => "u32",
+        MetaValue::F32(_) => "f32",
+        MetaValue::Array(_) => "array",
+        other => other.type_name(),
+    }
+}
+
+/// Checks that `path` is a MiniCPM-V projector GGUF that llama.cpp's clip loader accepts.
+pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputError> {
+    let f = GgufFile::open(path).map_err(InputError::ProjectorFile)?;
+    let p = || path.to_path_buf();
+    let bad = |reason: String| InputError::BadProjector { path: p(), reason };
+    match f.kind() {
+        FileKind::Projector => {}
+        FileKind::LanguageModel(arch) => {
+            return Err(InputError::ModelAsProjector { path: p(), arch })
+        }
+        FileKind::Unknown => return Err(InputError::NoArchitecture { path: p() }),
+    }
+    for (key, expected) in PROJECTOR_KEY_TYPES {
+        if let Some(v) = f.get(key) {
+            let found = value_kind(v);
+            if found != *expected {
+                return Err(InputError::KeyType {
+                    path: p(),
+                    key: (*key).to_string(),
+                    found,
+                    expected,
+                });
+            }
+        }
+    }
+    if f.get_bool("clip.has_vision_encoder") != Some(true) {
+        return Err(bad(
+            "not a vision projector (clip.has_vision_encoder is not true)".into(),
+        ));
+    }
+    let proj = f
+        .get_str("clip.projector_type")
+        .or_else(|| f.get_str("clip.vision.projector_type"));
+    if proj != Some("resampler") {
+        return Err(bad(format!(
+            "projector type is {}, MiniCPM-V uses \"resampler\"",
+            proj.map_or("missing".to_string(), |s| format!("{s:?}"))
+        )));
+    }
+    // llama.cpp defaults a missing version to 2 (MiniCPM-Llama3-V 2.5).
+    let minicpmv_version = f.get_i64("clip.minicpmv_version").unwrap_or(2);
+    let version = Version::from_minicpmv_version(minicpmv_version).ok_or_else(|| {
+        bad(format!(
+            "clip.minicpmv_version {minicpmv_version} is not a MiniCPM-V version this tool knows (2..=6)"
+        ))
+    })?;
+    for key in ["clip.vision.image_mean", "clip.vision.image_std"] {
+        match f.get_f32_array(key) {
+            Some(a) if a.len() >= 3 => {}
+            Some(a) => return Err(bad(format!("{key} has {} values, 3 are needed", a.len()))),
+            None if f.get(key).is_some() => {
+                return Err(bad(format!("{key} must be an array of f32")))
+            }
+            None => return Err(bad(format!("missing {key} (the image normalisation)"))),
+        }
+    }
+    if f.get_u64("clip.vision.projection_dim").is_none() {
+        return Err(bad(
+            "missing clip.vision.projection_dim (llama.cpp requires it)".into(),
+        ));
+    }
+    let need_u32 = |key: &str| {
+        f.get_u64(key)
+            .filter(|&v| v > 0)
+            .ok_or_else(|| bad(format!("missing or zero {key}")))
+    };
+    let image_size = need_u32("clip.vision.image_size")?;
+    let patch_size = need_u32("clip.vision.patch_size")?;
+    need_u32("clip.vision.embedding_length")?;
+    need_u32("clip.vision.block_count")?;
+    need_u32("clip.vision.attention.head_count")?;
+    need_u32("clip.vision.feed_forward_length")?;
+    if image_size % patch_size != 0 {
+        return Err(bad(format!(
+            "image size {image_size} is not a multiple of the patch size {patch_size}"
+        )));
+    }
+    // The output width is the resampler's width: resampler.query is [D, Q].
+    let query = f
+        .tensor("resampler.query")
+        .ok_or_else(|| bad("missing tensor resampler.query (not a MiniCPM-V resampler)".into()))?;
+    let n_embd = query.dims.first().copied().unwrap_or(0);
+    let q_from_tensor = query.dims.get(1).copied().unwrap_or(0);
+    // As llama.cpp's clip loader: the key when present and non-zero, else 96 for version 2
+    // and 64 for later versions. The resampler graph reshapes by it and aborts on a mismatch.
+    let query_num = f
+        .get_u64("clip.minicpmv_query_num")
+        .filter(|&q| q > 0)
+        .unwrap_or(if minicpmv_version == 2 { 96 } else { 64 });
+    if n_embd == 0 || q_from_tensor != query_num {
+        return Err(bad(format!(
+            "resampler.query has shape {:?}, but the projector's metadata implies {query_num} queries per slice (clip.minicpmv_query_num, or the default of clip.minicpmv_version {minicpmv_version})",
+            query.dims
+        )));
+    }
+    if let Some(proj) = f.tensor("resampler.proj.weight") {
+        if proj.dims.first() != Some(&n_embd) {
+            return Err(bad(format!(
+                "resampler.proj.weight has shape {:?}, expected width {n_embd}",
+                proj.dims
+            )));
+        }
+    }
+    Ok((
+        f,
+        ProjectorFacts {
+            minicpmv_version,
+            version,
+            n_embd,
+            query_num,
+            image_size,
+            patch_size,
+        },
+    ))
+}
+
+/// Both files, and that they belong together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairFacts {
+    pub model: ModelFacts,
+    pub projector: ProjectorFacts,
+}
+
+/// Checks a language model and a projector and that the projector's output width equals the
+/// model's embedding width.
+pub fn check_pair(model: &Path, mmproj: &Path) -> Result<PairFacts, InputError> {
+    let (_, m) = check_model(model)?;
+    let (_, pj) = check_projector(mmproj)?;
+    if m.n_embd != pj.n_embd {
+        return Err(InputError::WidthMismatch {
+            model: model.to_path_buf(),
+            mmproj: mmproj.to_path_buf(),
+            model_width: m.n_embd,
+            mmproj_width: pj.n_embd,
+        });
+    }
+    Ok(PairFacts {
+        model: m,
+        projector: pj,
+    })
+}

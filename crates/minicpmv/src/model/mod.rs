@@ -1,0 +1,5 @@
+//! Stage 1, the model: each MiniCPM-V version as data ([`family`]) and the checks every file
+//! passes before llama.cpp sees it ([`inputs`]).
+
+pub mod family;
+pub mod inputs;

@@ -1,0 +1,5 @@
+//! Memory planning: what a pair needs on this machine before anything is loaded ([`memory`]),
+//! and what the machine has ([`system`]).
+
+pub mod memory;
+pub mod system;

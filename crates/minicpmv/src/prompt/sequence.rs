@@ -1,0 +1,106 @@
+//! The model's input sequence: the chat-formatted prompt tokenized, with each image marker
+//! replaced by the version's layout of special tokens and embedding chunks ([`super::layout`]).
+
+use crate::encode::NativeError;
+use crate::ffi::{Model, Token};
+use crate::prompt::layout::{image_layout, LayoutItem, LayoutStyle, LAYOUT_TOKENS};
+use crate::vision::SlicePlan;
+
+/// Token ids of the layout's special texts, found the way llama.cpp's mtmd finds them: the
+/// first vocabulary entry whose rendered piece equals the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutTokens {
+    ids: [Token; LAYOUT_TOKENS.len()],
+}
+
+impl LayoutTokens {
+    pub fn lookup(model: &Model) -> Result<LayoutTokens, NativeError> {
+        let mut ids = [-1; LAYOUT_TOKENS.len()];
+        let mut missing = LAYOUT_TOKENS.len();
+        for t in 0..model.n_vocab() as Token {
+            let piece = model.token_to_bytes(t, true);
+            for (k, text) in LAYOUT_TOKENS.iter().enumerate() {
+                if ids[k] < 0 && piece == text.as_bytes() {
+                    ids[k] = t;
+                    missing -= 1;
+                }
+            }
+            if missing == 0 {
+                break;
+            }
+        }
+        for (k, text) in LAYOUT_TOKENS.iter().enumerate() {
+            if ids[k] < 0 {
+                return Err(NativeError::MissingLayoutToken((*text).to_string()));
+            }
+        }
+        Ok(LayoutTokens { ids })
+    }
+
+    pub fn id(&self, text: &str) -> Token {
+        LAYOUT_TOKENS
+            .iter()
+            .position(|t| *t == text)
+            .map_or(-1, |k| self.ids[k])
+    }
+}
+
+/// One run of the model's input: text tokens, or the embeddings of one chunk of one image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Tokens(Vec<Token>),
+    Chunk { image: usize, chunk: usize },
+}
+
+/// The full input sequence for `formatted` (a chat-formatted prompt with one `marker` per
+/// image), as llama.cpp's mtmd builds it: text parts tokenized without BOS/EOS and with special
+/// tokens parsed, each marker replaced by the image's layout, then BOS first (and EOS last) if
+/// the model adds them.
+pub fn build_sequence(
+    model: &Model,
+    formatted: &str,
+    marker: &str,
+    plans: &[&SlicePlan],
+    style: LayoutStyle,
+    layout: &LayoutTokens,
+) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    let push_tokens = |out: &mut Vec<Segment>, toks: &[Token]| {
+        if toks.is_empty() {
+            return;
+        }
+        if let Some(Segment::Tokens(last)) = out.last_mut() {
+            last.extend_from_slice(toks);
+        } else {
+            out.push(Segment::Tokens(toks.to_vec()));
+        }
+    };
+    for (i, part) in formatted.split(marker).enumerate() {
+        if i > 0 {
+            let image = i - 1;
+            let grid = plans.get(image).and_then(|p| p.grid);
+            for item in image_layout(style, grid) {
+                match item {
+                    LayoutItem::Token(text) => push_tokens(&mut out, &[layout.id(text)]),
+                    LayoutItem::Chunk(chunk) => out.push(Segment::Chunk { image, chunk }),
+                }
+            }
+        }
+        let toks = model.tokenize(part, false, true);
+        push_tokens(&mut out, &toks);
+    }
+    if model.add_bos() {
+        if let Some(bos) = model.bos() {
+            match out.first_mut() {
+                Some(Segment::Tokens(t)) => t.insert(0, bos),
+                _ => out.insert(0, Segment::Tokens(vec![bos])),
+            }
+        }
+    }
+    if model.add_eos() {
+        if let Some(eos) = model.eos() {
+            push_tokens(&mut out, &[eos]);
+        }
+    }
+    out
+}

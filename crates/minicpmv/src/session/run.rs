@@ -1,0 +1,720 @@
+//! One single-turn run: model + projector + images + prompt in, streamed text out.
+//!
+//! Two image pipelines produce the same model input (the parity tests prove it):
+//! - [`Pipeline::Native`] (default): slices planned and preprocessed in Rust, one projector call
+//!   per slice through our shim, embeddings placed with the version's layout (src/native.rs);
+//! - [`Pipeline::LlamaCpp`]: llama.cpp's own mtmd pipeline, the reference.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::decode::generate::{generate, StopReason};
+use crate::decode::prefill;
+use crate::encode::{self, ImageEmbeddings, NativeError};
+use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
+use crate::ffi::{
+    ClipProjector, Context, ContextParams, CpuBackend, DecodeError, KvType, LoadParams, Model,
+    ProjectorAttention, Sampler, SamplerParams, Token,
+};
+use crate::model::inputs::{check_pair, InputError, PairFacts};
+use crate::prompt::layout::{n_layout_tokens, LayoutStyle};
+use crate::prompt::sequence::{self, LayoutTokens, Segment};
+use crate::prompt::template::{self, Message};
+use crate::vision::{
+    load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
+};
+
+/// Which implementation turns images into model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Pipeline {
+    /// Ours: Rust slicing and preprocessing, one projector call per slice.
+    #[serde(rename = "native")]
+    Native,
+    /// llama.cpp's mtmd (fixed at 9 slices), kept as the reference.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub model: PathBuf,
+    pub mmproj: PathBuf,
+    pub images: Vec<PathBuf>,
+    pub prompt: String,
+    /// Tokens to generate at most.
+    pub n_predict: usize,
+    /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
+    pub ignore_eos: bool,
+    pub sampling: SamplerParams,
+    pub n_threads: i32,
+    /// Context length in tokens.
+    pub n_ctx: u32,
+    /// Largest batch per decode call.
+    pub n_batch: u32,
+    pub max_image_pixels: u64,
+    /// Slices per image at most (1..=9; 1 = overview only). The llama.cpp pipeline only does 9.
+    pub max_slices: u32,
+    pub pipeline: Pipeline,
+    /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
+    pub warmup: bool,
+    /// Attention kernel of the projector's vision tower (both pipelines).
+    pub projector_attention: ProjectorAttention,
+    pub load: LoadParams,
+    /// Element type of the KV cache.
+    pub kv_type: KvType,
+    /// Sequential low-memory mode (native pipeline): encode the images with only the
+    /// projector loaded, free it, then load the language model. Peak memory is the larger of
+    /// the two instead of their sum.
+    pub low_mem: bool,
+    /// Decode the prompt as llama.cpp's mtmd does, one decode call per text run and image
+    /// chunk, instead of packing it into full batches (native pipeline). Slower; gives llama.cpp's
+    /// numerics bit for bit.
+    pub per_chunk_prefill: bool,
+}
+
+impl RunConfig {
+    /// The language-model context this run creates.
+    pub fn context_params(&self) -> ContextParams {
+        ContextParams {
+            n_ctx: self.n_ctx,
+            n_batch: self.n_batch,
+            n_threads: self.n_threads,
+            n_threads_batch: self.n_threads,
+            kv_type: self.kv_type,
+        }
+    }
+}
+
+/// One earlier message of a conversation that a run continues ([`run_with_history`]): its
+/// role, its text and, for a user message, the images attached to it (placed in its text like
+/// [`RunConfig::images`] in the prompt).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub role: template::Role,
+    pub text: String,
+    pub images: Vec<PathBuf>,
+}
+
+/// What a run reports while it works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event<'a> {
+    /// Generated text, as it streams.
+    Text(&'a str),
+    /// Image encoding starts: `total` projector calls ahead.
+    EncodeStart { total: usize },
+    /// One projector call finished.
+    ChunkEncoded {
+        done: usize,
+        total: usize,
+        secs: f64,
+    },
+}
+
+/// Wall-clock figures of a run, in seconds (rates in tokens per second).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Timings {
+    /// Loading the language model and the projector.
+    pub load_secs: f64,
+    /// Encoding the images with the projector.
+    pub image_encode_secs: f64,
+    /// Seconds of each projector call, in order (native pipeline).
+    pub chunk_encode_secs: Vec<f64>,
+    /// Language-model prefill of the prompt (text and image embeddings), encode excluded.
+    pub prompt_secs: f64,
+    pub prompt_tokens_per_sec: f64,
+    /// From the start of the run to the first generated token.
+    pub time_to_first_token_secs: f64,
+    pub generate_secs: f64,
+    pub generate_tokens_per_sec: f64,
+    pub total_secs: f64,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunOutput {
+    pub pipeline: Pipeline,
+    pub text: String,
+    /// Generated token ids.
+    pub token_ids: Vec<Token>,
+    /// Every position the prompt occupies: text tokens plus image embeddings.
+    pub n_prompt_tokens: usize,
+    /// Image embeddings fed to the model.
+    pub n_image_tokens: usize,
+    /// Text tokens that the image layout adds around the embeddings (`<image>`, `<slice>`, ...).
+    pub n_image_layout_tokens: usize,
+    /// Image chunks (overview plus slices, over all images).
+    pub n_image_chunks: usize,
+    /// Projector calls actually made.
+    pub n_projector_calls: usize,
+    /// `llama_decode` calls of the prompt prefill: the native pipeline packs text and image
+    /// embeddings into full batches, llama.cpp's mtmd decodes each text run and image chunk on
+    /// its own.
+    pub prompt_decode_calls: usize,
+    pub stop: StopReason,
+    pub timings: Timings,
+    /// Whether the sequential low-memory mode ran.
+    pub low_mem: bool,
+    /// This process's peak resident memory at the end of the run (`VmHWM`; Linux only).
+    pub peak_rss_bytes: Option<u64>,
+    /// The llama.cpp CPU backend that ran: `native`, or the module a portable build chose.
+    pub cpu_backend: CpuBackend,
+    /// Whether llama.cpp was let repack the language model's weights ([`crate::ffi::repack`]).
+    pub weight_repack: bool,
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{}: {source}", path.display())]
+    Slice { path: PathBuf, source: SliceError },
+    #[error(transparent)]
+    ModelLoad(#[from] crate::ffi::ModelLoadError),
+    #[error(transparent)]
+    Clip(#[from] crate::ffi::ClipError),
+    #[error(transparent)]
+    Mtmd(#[from] mtmd::MtmdError),
+    #[error(transparent)]
+    Native(#[from] NativeError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}: raise -c, lower --max-slices or use a smaller image")]
+    ContextTooSmall {
+        needed: usize,
+        n_text: usize,
+        n_image: usize,
+        n_ctx: u32,
+    },
+    #[error("the prompt has {markers} image placeholders but {images} images were given")]
+    MarkerCount { markers: usize, images: usize },
+    #[error("a {role} message of the history has {images} images attached; only user messages carry images")]
+    HistoryImages { role: &'static str, images: usize },
+    #[error("--low-mem needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
+    LowMemNeedsNative,
+    #[error("--max-slices {0} needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
+    MaxSlicesNeedsNative(u32),
+    #[error("no prompt and no image: nothing to run")]
+    Nothing,
+    #[error("could not create the sampler")]
+    Sampler,
+    #[error("llama.cpp gave no logits for the last prompt position")]
+    NoLogits,
+}
+
+/// The prompt after checks: files, images and chat formatting.
+pub(crate) struct Prepared {
+    pub facts: PairFacts,
+    pub images: Vec<LoadedImage>,
+    pub formatted: String,
+    pub marker: String,
+}
+
+/// Checks the files, loads the images and formats the prompt (no llama.cpp model loaded yet).
+pub(crate) fn prepare(cfg: &RunConfig) -> Result<Prepared, RunError> {
+    prepare_with_history(cfg, &[])
+}
+
+/// The chat message of one history entry (or of the final prompt): a user message gets its
+/// images' markers placed by [`template::user_content`]; other roles are used verbatim, except
+/// that a stray image marker in them (a model can generate any text) is removed, since it
+/// would stand for an image.
+pub fn history_message(
+    version: crate::model::family::Version,
+    m: &HistoryMessage,
+    marker: &str,
+) -> Result<Message, RunError> {
+    if m.role == template::Role::User {
+        let content = template::user_content(version, &m.text, m.images.len(), marker)
+            .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+        return Ok(Message {
+            role: m.role,
+            content,
+        });
+    }
+    if !m.images.is_empty() {
+        return Err(RunError::HistoryImages {
+            role: m.role.as_str(),
+            images: m.images.len(),
+        });
+    }
+    Ok(Message {
+        role: m.role,
+        content: m.text.replace(marker, ""),
+    })
+}
+
+fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<Prepared, RunError> {
+    // Everything that can be checked is checked before llama.cpp sees it.
+    let facts = check_pair(&cfg.model, &cfg.mmproj)?;
+    prepare_prompt(cfg, facts, history)
+}
+
+/// Loads the images and formats the prompt of a pair whose files were checked into `facts`.
+pub(crate) fn prepare_prompt(
+    cfg: &RunConfig,
+    facts: PairFacts,
+    history: &[HistoryMessage],
+) -> Result<Prepared, RunError> {
+    let images: Vec<LoadedImage> = history
+        .iter()
+        .flat_map(|m| &m.images)
+        .chain(&cfg.images)
+        .map(|p| load_image(p, cfg.max_image_pixels))
+        .collect::<Result<_, _>>()?;
+    if cfg.prompt.is_empty() && cfg.images.is_empty() {
+        return Err(RunError::Nothing);
+    }
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.max_slices != 9 {
+        return Err(RunError::MaxSlicesNeedsNative(cfg.max_slices));
+    }
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.low_mem {
+        return Err(RunError::LowMemNeedsNative);
+    }
+    let marker = mtmd::default_marker();
+    let version = facts.projector.version;
+    let mut messages: Vec<Message> = history
+        .iter()
+        .map(|m| history_message(version, m, &marker))
+        .collect::<Result<_, _>>()?;
+    let content = template::user_content(version, &cfg.prompt, cfg.images.len(), &marker)
+        .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    messages.push(Message::user(content));
+    let formatted = template::format_chat(
+        version,
+        facts.model.chat_template.as_deref(),
+        &messages,
+        true,
+    );
+    Ok(Prepared {
+        facts,
+        images,
+        formatted,
+        marker,
+    })
+}
+
+/// What the prefill of either pipeline produced.
+pub(crate) struct Prefilled {
+    n_past: i32,
+    n_prompt_tokens: usize,
+    n_image_tokens: usize,
+    n_image_layout_tokens: usize,
+    n_image_chunks: usize,
+    n_projector_calls: usize,
+    n_decode_calls: usize,
+    load_secs: f64,
+    encode_secs: Vec<f64>,
+    prompt_secs: f64,
+}
+
+/// Runs the model once; `on_event` receives the generated text as it streams and progress.
+pub fn run(cfg: &RunConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunOutput, RunError> {
+    run_with_history(cfg, &[], on_event)
+}
+
+/// [`run`] continuing a conversation: `history` (earlier user and assistant messages, with
+/// the images of each user message) comes before the prompt, everything formatted with the
+/// chat template and prefilled from scratch. What `minicpmv chat` must reproduce turn by turn.
+pub fn run_with_history(
+    cfg: &RunConfig,
+    history: &[HistoryMessage],
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunOutput, RunError> {
+    let t_start = Instant::now();
+    let prep = prepare_with_history(cfg, history)?;
+    let ctx_params = cfg.context_params();
+    let model;
+    let mut load_secs;
+    let (mut ctx, pre) = match (cfg.pipeline, cfg.low_mem) {
+        (Pipeline::Native, false) => {
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            let seq = native_sequence(cfg, &prep, &model)?;
+            let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
+            prefill_native(cfg, &model, ctx_params, seq, enc)?
+        }
+        (Pipeline::Native, true) => {
+            // The prompt is laid out with the vocabulary alone (a few MB), the images are
+            // encoded with the projector alone, and only then do the weights come in.
+            let t_load = Instant::now();
+            let vocab = Model::load_vocab_only(&cfg.model)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            let seq = native_sequence(cfg, &prep, &vocab)?;
+            drop(vocab);
+            let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs += t_load.elapsed().as_secs_f64();
+            prefill_native(cfg, &model, ctx_params, seq, enc)?
+        }
+        (Pipeline::LlamaCpp, _) => {
+            let t_load = Instant::now();
+            model = Model::load(&cfg.model, cfg.load)?;
+            load_secs = t_load.elapsed().as_secs_f64();
+            prefill_llama_cpp(cfg, &prep, &model, ctx_params)?
+        }
+    };
+    load_secs += pre.load_secs;
+    generate_and_report(cfg, &model, &mut ctx, pre, load_secs, t_start, on_event)
+}
+
+/// Generates after a prefill and assembles the run's output and timings (`t_start`: when the
+/// run began; `load_secs`: its loading time, projector included).
+pub(crate) fn generate_and_report(
+    cfg: &RunConfig,
+    model: &Model,
+    ctx: &mut Context<'_>,
+    pre: Prefilled,
+    load_secs: f64,
+    t_start: Instant,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunOutput, RunError> {
+    let mut sampler = Sampler::new(&cfg.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
+    let mut on_text = |s: &str| on_event(Event::Text(s));
+    let gen = generate(
+        model,
+        ctx,
+        &mut sampler,
+        pre.n_past,
+        cfg.n_predict,
+        cfg.ignore_eos,
+        &mut on_text,
+    )?;
+    let total_secs = t_start.elapsed().as_secs_f64();
+    let n_gen = gen.token_ids.len();
+    let timings = Timings {
+        load_secs,
+        image_encode_secs: pre.encode_secs.iter().sum(),
+        chunk_encode_secs: pre.encode_secs,
+        prompt_secs: pre.prompt_secs,
+        prompt_tokens_per_sec: rate(pre.n_prompt_tokens, pre.prompt_secs),
+        time_to_first_token_secs: gen
+            .first_token_at
+            .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64()),
+        generate_secs: gen.secs,
+        generate_tokens_per_sec: rate(n_gen, gen.secs),
+        total_secs,
+    };
+    Ok(RunOutput {
+        pipeline: cfg.pipeline,
+        text: gen.text,
+        token_ids: gen.token_ids,
+        n_prompt_tokens: pre.n_prompt_tokens,
+        n_image_tokens: pre.n_image_tokens,
+        n_image_layout_tokens: pre.n_image_layout_tokens,
+        n_image_chunks: pre.n_image_chunks,
+        n_projector_calls: pre.n_projector_calls,
+        prompt_decode_calls: pre.n_decode_calls,
+        stop: gen.stop,
+        timings,
+        low_mem: cfg.low_mem,
+        peak_rss_bytes: crate::plan::system::process_rss().map(|(_, peak)| peak),
+        cpu_backend: crate::ffi::cpu_backend(),
+        weight_repack: model.repacked(),
+    })
+}
+
+fn check_fits(n_text: usize, n_image: usize, n_ctx: u32) -> Result<(), RunError> {
+    if n_text + n_image >= n_ctx as usize {
+        return Err(RunError::ContextTooSmall {
+            needed: n_text + n_image + 1,
+            n_text,
+            n_image,
+            n_ctx,
+        });
+    }
+    Ok(())
+}
+
+/// The model input of the native pipeline, laid out before any pixel is encoded.
+pub(crate) struct NativeSequence {
+    segments: Vec<Segment>,
+    n_text: usize,
+    n_image: usize,
+    pub(crate) n_chunks: usize,
+    n_layout: usize,
+}
+
+/// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
+/// only the vocabulary of `model`.
+pub(crate) fn native_sequence(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    model: &Model,
+) -> Result<NativeSequence, RunError> {
+    let info = &prep.facts.projector;
+    let style = LayoutStyle::for_minicpmv_version(info.minicpmv_version);
+    let params = SliceParams {
+        image_size: info.image_size as u32,
+        patch_size: info.patch_size as u32,
+        max_slices: cfg.max_slices,
+    };
+    let plans = plan_images(&prep.images, &params)?;
+    let layout = LayoutTokens::lookup(model)?;
+    let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
+    let segments = sequence::build_sequence(
+        model,
+        &prep.formatted,
+        &prep.marker,
+        &plan_refs,
+        style,
+        &layout,
+    );
+    let q = info.query_num as usize;
+    let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
+    for seg in &segments {
+        match seg {
+            Segment::Tokens(t) => n_text += t.len(),
+            Segment::Chunk { .. } => {
+                n_image += q;
+                n_chunks += 1;
+            }
+        }
+    }
+    check_fits(n_text, n_image, cfg.n_ctx)?;
+    let n_layout: usize = plans.iter().map(|p| n_layout_tokens(style, p.grid)).sum();
+    Ok(NativeSequence {
+        segments,
+        n_text,
+        n_image,
+        n_chunks,
+        n_layout,
+    })
+}
+
+/// The images' embeddings and what making them cost.
+pub(crate) struct Encoded {
+    embeddings: Vec<ImageEmbeddings>,
+    encode_secs: Vec<f64>,
+    n_projector_calls: usize,
+    /// Loading the projector, when this run loaded it.
+    load_secs: f64,
+}
+
+impl Encoded {
+    /// A prompt without images: nothing encoded, no projector loaded.
+    pub(crate) fn nothing() -> Encoded {
+        Encoded {
+            embeddings: Vec::new(),
+            encode_secs: Vec::new(),
+            n_projector_calls: 0,
+            load_secs: 0.0,
+        }
+    }
+}
+
+fn encode_native(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    n_chunks: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Encoded, RunError> {
+    if prep.images.is_empty() {
+        // A text-only prompt never loads the projector.
+        return Ok(Encoded::nothing());
+    }
+    let t_load = Instant::now();
+    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let encoded = encode_with(&mut projector, cfg, prep, n_chunks, on_event)?;
+    // The projector is freed here, before the language model's context and KV cache exist,
+    // and the heap it and the preprocessed slices grew is handed back.
+    drop(projector);
+    crate::ffi::trim_heap();
+    Ok(Encoded {
+        load_secs,
+        ..encoded
+    })
+}
+
+/// Encodes every image of `prep` with a loaded projector (its load not counted), reporting
+/// each projector call through `on_event` as it finishes.
+pub(crate) fn encode_with(
+    projector: &mut ClipProjector,
+    cfg: &RunConfig,
+    prep: &Prepared,
+    n_chunks: usize,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<Encoded, RunError> {
+    let calls_before = projector.n_encode_calls();
+    on_event(Event::EncodeStart { total: n_chunks });
+    let mut done = 0usize;
+    let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
+    let mut encode_secs = Vec::with_capacity(n_chunks);
+    for img in &prep.images {
+        let emb = encode::encode_image(
+            projector,
+            img,
+            cfg.max_slices,
+            cfg.n_threads,
+            &mut |_, _| {},
+        )?;
+        for &secs in &emb.encode_secs {
+            done += 1;
+            encode_secs.push(secs);
+            on_event(Event::ChunkEncoded {
+                done,
+                total: n_chunks,
+                secs,
+            });
+        }
+        embeddings.push(emb);
+    }
+    Ok(Encoded {
+        embeddings,
+        encode_secs,
+        n_projector_calls: projector.n_encode_calls() - calls_before,
+        load_secs: 0.0,
+    })
+}
+
+pub(crate) fn prefill_native<'m>(
+    cfg: &RunConfig,
+    model: &'m Model,
+    ctx_params: ContextParams,
+    seq: NativeSequence,
+    enc: Encoded,
+) -> Result<(Context<'m>, Prefilled), RunError> {
+    let mut ctx = Context::new(model, ctx_params)?;
+    let t_prefill = Instant::now();
+    let emb_refs: Vec<&ImageEmbeddings> = enc.embeddings.iter().collect();
+    let prefill = if cfg.per_chunk_prefill {
+        prefill::prefill_per_segment
+    } else {
+        prefill::prefill
+    };
+    let done = prefill(
+        &mut ctx,
+        &seq.segments,
+        &emb_refs,
+        model.n_embd(),
+        cfg.n_batch as usize,
+        0,
+    )?;
+    let prompt_secs = t_prefill.elapsed().as_secs_f64();
+    Ok((
+        ctx,
+        Prefilled {
+            n_past: done.n_past,
+            n_prompt_tokens: seq.n_text + seq.n_image,
+            n_image_tokens: seq.n_image,
+            n_image_layout_tokens: seq.n_layout,
+            n_image_chunks: seq.n_chunks,
+            n_projector_calls: enc.n_projector_calls,
+            n_decode_calls: done.n_decode_calls,
+            load_secs: enc.load_secs,
+            encode_secs: enc.encode_secs,
+            prompt_secs,
+        },
+    ))
+}
+
+fn prefill_llama_cpp<'m>(
+    cfg: &RunConfig,
+    prep: &Prepared,
+    model: &'m Model,
+    ctx_params: ContextParams,
+) -> Result<(Context<'m>, Prefilled), RunError> {
+    let t_load = Instant::now();
+    let mut mtmd = Mtmd::load(
+        &cfg.mmproj,
+        model,
+        cfg.n_threads,
+        cfg.warmup,
+        cfg.projector_attention,
+    )?;
+    let load_secs = t_load.elapsed().as_secs_f64();
+    let rgb = mtmd_images(&prep.images);
+    let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
+    let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
+    // mtmd's helper decodes each chunk on its own, in batches of n_batch.
+    let mut n_decode_calls = 0usize;
+    let n_batch = (cfg.n_batch as usize).max(1);
+    for info in chunks.infos() {
+        match info {
+            ChunkInfo::Text(t) => {
+                n_text += t.len();
+                n_decode_calls += t.len().div_ceil(n_batch);
+            }
+            ChunkInfo::Image { n_pos, n_tokens } => {
+                n_image += usize::try_from(n_pos).unwrap_or(0);
+                n_chunks += 1;
+                n_decode_calls += n_tokens.div_ceil(n_batch);
+            }
+        }
+    }
+    // Text tokens of the prompt itself, tokenized part by part as mtmd does; the rest of the
+    // text chunks is image layout.
+    let n_user_text: usize = prep
+        .formatted
+        .split(prep.marker.as_str())
+        .map(|part| model.tokenize(part, false, true).len())
+        .sum::<usize>()
+        + usize::from(model.add_bos() && model.bos().is_some())
+        + usize::from(model.add_eos() && model.eos().is_some());
+    check_fits(n_text, n_image, cfg.n_ctx)?;
+    let mut ctx = Context::new(model, ctx_params)?;
+    let t_prefill = Instant::now();
+    let (n_past, encode_secs) = mtmd.eval(&mut ctx, &chunks, 0, cfg.n_batch as i32)?;
+    let prompt_secs =
+        (t_prefill.elapsed().as_secs_f64() - encode_secs.iter().sum::<f64>()).max(0.0);
+    Ok((
+        ctx,
+        Prefilled {
+            n_past,
+            n_prompt_tokens: n_text + n_image,
+            n_image_tokens: n_image,
+            n_image_layout_tokens: n_text.saturating_sub(n_user_text),
+            n_image_chunks: n_chunks,
+            n_projector_calls: n_chunks,
+            n_decode_calls,
+            load_secs,
+            encode_secs,
+            prompt_secs,
+        },
+    ))
+}
+
+/// The slice plan of every image, the error naming the image that cannot be planned.
+pub(crate) fn plan_images(
+    images: &[LoadedImage],
+    params: &SliceParams,
+) -> Result<Vec<SlicePlan>, RunError> {
+    images
+        .iter()
+        .map(|img| {
+            plan_slices(img.width, img.height, params).map_err(|source| RunError::Slice {
+                path: img.path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// The images as llama.cpp's mtmd takes them.
+pub(crate) fn mtmd_images(images: &[LoadedImage]) -> Vec<RgbImage<'_>> {
+    images
+        .iter()
+        .map(|i| RgbImage {
+            width: i.width,
+            height: i.height,
+            data: &i.rgb,
+        })
+        .collect()
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
