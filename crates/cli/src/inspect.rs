@@ -7,10 +7,9 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
-use minicpmv::gguf::{FileKind, GgufFile, MetaValue};
+use minicpmv::gguf::{human_bytes, FileKind, GgufFile, MetaValue};
 use minicpmv::model::family::{self, Version};
 use minicpmv::model::inputs::IMAGE_TOKENS;
-use minicpmv_quantize::human_bytes;
 
 use super::output::Stdout;
 
@@ -69,10 +68,11 @@ pub fn main(args: InspectArgs) -> Result<()> {
 }
 
 fn build(f: &GgufFile) -> Report {
-    let (kind, prefix) = match f.kind() {
-        FileKind::LanguageModel(arch) => ("language_model", format!("{arch}.")),
-        FileKind::Projector => ("projector", "clip.".to_string()),
-        FileKind::Unknown => ("unknown", String::new()),
+    let file_kind = f.kind();
+    let kind = file_kind.tag();
+    let prefix = match file_kind {
+        FileKind::Unknown => String::new(),
+        known => format!("{}.", known.architecture()),
     };
     let mut hparams = BTreeMap::new();
     if !prefix.is_empty() {

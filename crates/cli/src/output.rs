@@ -127,28 +127,4 @@ impl EncodeProgress {
     }
 }
 
-/// `1536` → `1.5 KiB`; binary units, one decimal.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod human_bytes_tests {
-    #[test]
-    fn units() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(5 << 30), "5.0 GiB");
-    }
-}
+pub use minicpmv::gguf::human_bytes;

@@ -14,13 +14,12 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
-use minicpmv::gguf::{FileKind, GgufFile, MetaArray, MetaValue};
 use minicpmv_quantize::{
-    self as mq, human_bytes, KeepReason, Prepared, Preset, ProgressProbe, QuantType, Request,
+    self as mq, KeepReason, Prepared, Preset, ProgressProbe, QuantType, Request,
     Summary,
 };
 
-use super::output::Stdout;
+use super::output::{human_bytes, Stdout};
 
 const AFTER_HELP: &str = "\
 Types (llama.cpp file types; a type sets the default tensor type, llama.cpp's per-tensor rules
@@ -117,7 +116,7 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
     match (&args.preset, &args.input, &args.output, args.qtype) {
         (Some(preset), _, _, _) => run_preset(&args, *preset),
         (None, Some(input), _, Some(qtype)) if args.dry_run => {
-            let summary = mq::dry_run(read_facts(input).context("cannot quantize")?, qtype)
+            let summary = mq::dry_run(mq::GgufFacts::read(input).context("cannot quantize")?, qtype)
                 .context("cannot quantize")?;
             print_summaries(args.json, &[&summary])
         }
@@ -127,83 +126,12 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Reading files with our GGUF reader
-
-/// Reads `path` with our checking GGUF reader into the facts the quantize crate needs.
-fn read_facts(path: &Path) -> Result<mq::GgufFacts> {
-    let f = GgufFile::open(path)?;
-    let kind = match f.kind() {
-        FileKind::Projector => mq::FileKind::Projector,
-        FileKind::LanguageModel(arch) => mq::FileKind::LanguageModel { arch },
-        FileKind::Unknown => bail!(
-            "{} has no general.architecture: it is neither a llama.cpp language model nor an \
-             mmproj",
-            path.display()
-        ),
-    };
-    let mut metadata = BTreeMap::new();
-    for (k, v) in &f.metadata {
-        let fact = match v {
-            MetaValue::String(s) => mq::MetaFact::Str(s.clone()),
-            MetaValue::Bool(b) => mq::MetaFact::Bool(*b),
-            MetaValue::F32(x) => mq::MetaFact::Float(f64::from(*x)),
-            MetaValue::F64(x) => mq::MetaFact::Float(*x),
-            MetaValue::Array(a) => int_array(a),
-            other => match (other.as_i64(), other.as_u64()) {
-                (Some(i), _) => mq::MetaFact::Int(i128::from(i)),
-                (None, Some(u)) => mq::MetaFact::Int(i128::from(u)),
-                _ => continue,
-            },
-        };
-        metadata.insert(k.clone(), fact);
-    }
-    let tensors = f
-        .tensors
-        .iter()
-        .map(|t| mq::TensorFacts {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ggml_type: t.ggml_type.as_u32(),
-            n_bytes: t.n_bytes,
-        })
-        .collect();
-    Ok(mq::GgufFacts {
-        path: path.to_path_buf(),
-        kind,
-        file_size: f.file_size,
-        data_offset: f.data_offset,
-        metadata,
-        tensors,
-    })
-}
-
-/// Integer arrays up to 4096 elements (per-layer hyper-parameters); others are not needed.
-fn int_array(a: &MetaArray) -> mq::MetaFact {
-    fn conv<T: Copy + Into<i128>>(v: &[T]) -> mq::MetaFact {
-        if v.len() > 4096 {
-            return mq::MetaFact::OtherArray;
-        }
-        mq::MetaFact::IntArray(v.iter().map(|&x| x.into()).collect())
-    }
-    match a {
-        MetaArray::U8(v) => conv(v),
-        MetaArray::I8(v) => conv(v),
-        MetaArray::U16(v) => conv(v),
-        MetaArray::I16(v) => conv(v),
-        MetaArray::U32(v) => conv(v),
-        MetaArray::I32(v) => conv(v),
-        MetaArray::U64(v) => conv(v),
-        MetaArray::I64(v) => conv(v),
-        _ => mq::MetaFact::OtherArray,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // One file
 
 fn run_single(args: &QuantizeArgs, input: &Path, output: &Path, qtype: QuantType) -> Result<()> {
-    let facts = read_facts(input).context("cannot quantize")?;
+    let facts = mq::GgufFacts::read(input).context("cannot quantize")?;
     let prepared = mq::prepare(Request {
         input: facts,
         output: output.to_path_buf(),
@@ -251,7 +179,7 @@ fn execute(prepared: Prepared, force_progress: bool, label: &str) -> Result<Summ
     let result = prepared.run();
     display.finish(result.is_ok());
     let outcome = result?;
-    let out_facts = read_facts(&outcome.output).with_context(|| {
+    let out_facts = mq::GgufFacts::read(&outcome.output).with_context(|| {
         format!(
             "llama.cpp wrote {}, but it cannot be read back",
             outcome.output.display()
@@ -283,10 +211,10 @@ fn run_preset(args: &QuantizeArgs, preset: Preset) -> Result<()> {
     // ever quantized with the other's type), and belong together.
     minicpmv::model::inputs::check_pair(model, mmproj).context("cannot quantize the pair")?;
     if args.dry_run {
-        let sm = mq::dry_run(read_facts(model).context("cannot quantize")?, preset.model)
+        let sm = mq::dry_run(mq::GgufFacts::read(model).context("cannot quantize")?, preset.model)
             .context("cannot quantize the language model")?;
         let sp = mq::dry_run(
-            read_facts(mmproj).context("cannot quantize")?,
+            mq::GgufFacts::read(mmproj).context("cannot quantize")?,
             preset.mmproj,
         )
         .context("cannot quantize the projector")?;
@@ -304,7 +232,7 @@ fn run_preset(args: &QuantizeArgs, preset: Preset) -> Result<()> {
     }
     let request = |input: &Path, output: PathBuf, qtype| -> Result<Request> {
         Ok(Request {
-            input: read_facts(input).context("cannot quantize")?,
+            input: mq::GgufFacts::read(input).context("cannot quantize")?,
             output,
             qtype,
             threads: args.threads,

@@ -11,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 mod read;
+mod size;
 mod types;
 mod write;
 
 pub use read::GgufFile;
+pub use size::human_bytes;
 pub use types::{
     FileKind, GgmlType, GgufError, MetaArray, MetaValue, TensorInfo, GGUF_DEFAULT_ALIGNMENT,
     GGUF_KEY_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_ARRAY_LEN, GGUF_MAX_DIMS, GGUF_MAX_KEY_LEN,

@@ -517,6 +517,27 @@ pub enum FileKind {
     Unknown,
 }
 
+impl FileKind {
+    /// `"language_model"`, `"projector"` or `"unknown"` (the `kind` of `inspect --json` and of
+    /// quantization summaries).
+    pub fn tag(&self) -> &'static str {
+        match self {
+            FileKind::LanguageModel(_) => "language_model",
+            FileKind::Projector => "projector",
+            FileKind::Unknown => "unknown",
+        }
+    }
+
+    /// The `general.architecture` value (`"clip"` for a projector, empty when unknown).
+    pub fn architecture(&self) -> &str {
+        match self {
+            FileKind::LanguageModel(arch) => arch,
+            FileKind::Projector => "clip",
+            FileKind::Unknown => "",
+        }
+    }
+}
+
 /// Why a GGUF file could not be read. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

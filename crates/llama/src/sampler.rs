@@ -56,7 +56,7 @@ impl Sampler {
             // SAFETY: s is a freshly created sampler whose ownership passes to the chain.
             unsafe { sys::llama_sampler_chain_add(ptr.as_ptr(), s) }
         };
-        // SAFETY (all init calls below): they take plain values and return new samplers.
+        // SAFETY: every init call below takes plain values and returns a new sampler.
         unsafe {
             if p.repeat_penalty != 1.0 && p.repeat_last_n != 0 {
                 add(sys::llama_sampler_init_penalties(

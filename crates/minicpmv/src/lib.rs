@@ -24,6 +24,7 @@
 //! no command-line concerns; the `minicpmv` binary is the `minicpmv-cli` crate.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub use minicpmv_gguf as gguf;
 pub use minicpmv_llama as ffi;

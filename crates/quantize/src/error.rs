@@ -29,8 +29,8 @@ pub enum QuantizeError {
     #[error(
         "not enough free space in {}: the output needs about {} ({need} bytes), only {} are free",
         dir.display(),
-        crate::report::human_bytes(*need),
-        crate::report::human_bytes(*free)
+        minicpmv_gguf::human_bytes(*need),
+        minicpmv_gguf::human_bytes(*free)
     )]
     NoSpace { dir: PathBuf, need: u64, free: u64 },
 
@@ -66,6 +66,10 @@ pub enum QuantizeError {
         output.display()
     )]
     WriteFailed { output: PathBuf, reason: String },
+
+    /// The file is not a GGUF file we can read (the error names it).
+    #[error(transparent)]
+    Gguf(#[from] minicpmv_gguf::GgufError),
 
     #[error("{}: {source}", path.display())]
     Io {

@@ -1,14 +1,14 @@
 //! What the caller's GGUF reader learned about a file, and the checks on it that keep llama.cpp
 //! from aborting the process.
 //!
-//! This crate cannot depend on the `minicpmv` crate (which depends on it for its CLI), so it does
-//! not read GGUF itself: the caller fills [`GgufFacts`] from a reader that has already checked
-//! the file's structure and bounds (`minicpmv::gguf::GgufFile::open`). What llama.cpp asserts on
-//! when it loads a model's hyper-parameters for quantization is checked here, in
-//! [`GgufFacts::check_loadable`].
+//! [`GgufFacts::read`] reads a file with minicpmv-gguf's checking reader (structure and bounds),
+//! keeping what quantization needs. What llama.cpp asserts on when it loads a model's
+//! hyper-parameters for quantization is checked here, in [`GgufFacts::check_loadable`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use minicpmv_gguf::{FileKind, GgufFile, MetaArray, MetaValue};
 
 use crate::error::QuantizeError;
 use crate::types::TensorType;
@@ -19,33 +19,6 @@ pub const LLAMA_MAX_LAYERS: i128 = 512;
 pub const LLAMA_MAX_EXPERTS: i128 = 1024;
 /// The rope scaling types llama.cpp knows (`LLAMA_ROPE_SCALING_TYPES` in src/llama-model.cpp).
 const ROPE_SCALING_TYPES: &[&str] = &["none", "linear", "yarn", "longrope"];
-
-/// What a GGUF file holds, by `general.architecture`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileKind {
-    /// A language model; the architecture (`"qwen2"`, `"llama"`, ...).
-    LanguageModel { arch: String },
-    /// A vision projector (mmproj): `general.architecture = "clip"`.
-    Projector,
-}
-
-impl FileKind {
-    /// `"language_model"` or `"projector"`.
-    pub fn tag(&self) -> &'static str {
-        match self {
-            FileKind::LanguageModel { .. } => "language_model",
-            FileKind::Projector => "projector",
-        }
-    }
-
-    /// The `general.architecture` value.
-    pub fn architecture(&self) -> &str {
-        match self {
-            FileKind::LanguageModel { arch } => arch,
-            FileKind::Projector => "clip",
-        }
-    }
-}
 
 /// A scalar metadata value (or an integer array), as far as the checks need it.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +112,8 @@ impl GgufFacts {
         }
         let arch = match &self.kind {
             FileKind::Projector => return Ok(()),
-            FileKind::LanguageModel { arch } => arch,
+            FileKind::LanguageModel(arch) => arch,
+            FileKind::Unknown => return Err(bad(NO_ARCHITECTURE.to_string())),
         };
         let key = |k: &str| format!("{arch}.{k}");
         let int_key = |k: &str, arr: bool| -> Result<Option<i128>, QuantizeError> {
@@ -229,6 +203,86 @@ impl GgufFacts {
     }
 }
 
+/// Why a file without an architecture cannot be quantized.
+const NO_ARCHITECTURE: &str =
+    "no general.architecture: it is neither a llama.cpp language model nor an mmproj";
+
+impl GgufFacts {
+    /// Reads `path` with minicpmv-gguf's checking reader (a bad or hostile file is an error
+    /// naming it) into the facts quantization needs. A file without `general.architecture` is
+    /// refused: llama.cpp could not pick its quantization rules.
+    pub fn read(path: &Path) -> Result<GgufFacts, QuantizeError> {
+        let f = GgufFile::open(path)?;
+        let kind = f.kind();
+        if kind == FileKind::Unknown {
+            return Err(QuantizeError::Unsupported {
+                path: path.to_path_buf(),
+                reason: NO_ARCHITECTURE.to_string(),
+            });
+        }
+        let metadata = f
+            .metadata
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), meta_fact(v)?)))
+            .collect();
+        let tensors = f
+            .tensors
+            .iter()
+            .map(|t| TensorFacts {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ggml_type: t.ggml_type.as_u32(),
+                n_bytes: t.n_bytes,
+            })
+            .collect();
+        Ok(GgufFacts {
+            path: path.to_path_buf(),
+            kind,
+            file_size: f.file_size,
+            data_offset: f.data_offset,
+            metadata,
+            tensors,
+        })
+    }
+}
+
+/// A metadata value as the checks see it; `None` for values they never need.
+fn meta_fact(v: &MetaValue) -> Option<MetaFact> {
+    Some(match v {
+        MetaValue::String(s) => MetaFact::Str(s.clone()),
+        MetaValue::Bool(b) => MetaFact::Bool(*b),
+        MetaValue::F32(x) => MetaFact::Float(f64::from(*x)),
+        MetaValue::F64(x) => MetaFact::Float(*x),
+        MetaValue::Array(a) => int_array(a),
+        other => match (other.as_i64(), other.as_u64()) {
+            (Some(i), _) => MetaFact::Int(i128::from(i)),
+            (None, Some(u)) => MetaFact::Int(i128::from(u)),
+            _ => return None,
+        },
+    })
+}
+
+/// Integer arrays up to 4096 elements (per-layer hyper-parameters); others are not needed.
+fn int_array(a: &MetaArray) -> MetaFact {
+    fn conv<T: Copy + Into<i128>>(v: &[T]) -> MetaFact {
+        if v.len() > 4096 {
+            return MetaFact::OtherArray;
+        }
+        MetaFact::IntArray(v.iter().map(|&x| x.into()).collect())
+    }
+    match a {
+        MetaArray::U8(v) => conv(v),
+        MetaArray::I8(v) => conv(v),
+        MetaArray::U16(v) => conv(v),
+        MetaArray::I16(v) => conv(v),
+        MetaArray::U32(v) => conv(v),
+        MetaArray::I32(v) => conv(v),
+        MetaArray::U64(v) => conv(v),
+        MetaArray::I64(v) => conv(v),
+        _ => MetaFact::OtherArray,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,9 +290,7 @@ mod tests {
     fn lm(meta: &[(&str, MetaFact)]) -> GgufFacts {
         GgufFacts {
             path: "m.gguf".into(),
-            kind: FileKind::LanguageModel {
-                arch: "qwen2".into(),
-            },
+            kind: FileKind::LanguageModel("qwen2".into()),
             file_size: 0,
             data_offset: 0,
             metadata: meta

@@ -248,9 +248,9 @@ impl Prepared {
                 let reason = match ffi::free_bytes(&output_dir) {
                     Ok(free) if free < need => format!(
                         "the file system is full ({} free in {}; the output needs about {})",
-                        crate::report::human_bytes(free),
+                        minicpmv_gguf::human_bytes(free),
                         output_dir.display(),
-                        crate::report::human_bytes(need)
+                        minicpmv_gguf::human_bytes(need)
                     ),
                     _ => format!(
                         "llama.cpp's write failed ({message}): a file-size limit, a full disk \

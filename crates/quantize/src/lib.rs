@@ -2,7 +2,7 @@
 //! (mmproj, `general.architecture = "clip"`) — with llama.cpp's `llama_model_quantize`, safely.
 //!
 //! ```text
-//! GgufFacts (from the caller's checking GGUF reader)
+//! GgufFacts::read(path)  minicpmv-gguf's checking reader, then what quantization needs
 //!   -> prepare(Request)   checks paths, metadata llama.cpp would abort on, requantizing,
 //!                         free space; llama.cpp's own dry run gives the per-tensor plan
 //!   -> Prepared::run()    llama.cpp writes OUTPUT_DIR/.NAME.quantize-tmp.PID, renamed to
@@ -49,7 +49,7 @@ mod types;
 use minicpmv_llama::quantize as ffi;
 
 pub use error::QuantizeError;
-pub use facts::{FileKind, GgufFacts, MetaFact, TensorFacts, LLAMA_MAX_EXPERTS, LLAMA_MAX_LAYERS};
+pub use facts::{GgufFacts, MetaFact, TensorFacts, LLAMA_MAX_EXPERTS, LLAMA_MAX_LAYERS};
 pub use job::{
     check_space, dry_run, prepare, temp_path, Outcome, Prepared, Request, FAKE_FREE_BYTES_ENV,
     TEMP_MARKER,
@@ -57,6 +57,6 @@ pub use job::{
 pub use plan::{tensor_type_overrides, Fallback, Plan, PlannedTensor, Progress, ProgressProbe};
 pub use preset::{output_file_name, Preset, PRESETS};
 pub use report::{
-    exclusion, human_bytes, KeepReason, KeptTensor, ProgressSource, Summary, TypeStats,
+    exclusion, KeepReason, KeptTensor, ProgressSource, Summary, TypeStats,
 };
 pub use types::{QuantType, TensorType, TypeError, NEEDS_IMATRIX};

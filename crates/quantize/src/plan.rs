@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::error::QuantizeError;
-use crate::facts::{FileKind, GgufFacts};
+use crate::facts::GgufFacts;
+use minicpmv_gguf::FileKind;
 use crate::ffi::{self, LogLevel, RawParams};
 use crate::types::{QuantType, TensorType};
 use minicpmv_llama::quantize::sys;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::facts::{FileKind, GgufFacts, TensorFacts};
+use crate::facts::{GgufFacts, TensorFacts};
+use minicpmv_gguf::human_bytes;
+use minicpmv_gguf::FileKind;
 use crate::job::Outcome;
 use crate::plan::Fallback;
 use crate::types::{QuantType, TensorType};
@@ -289,7 +291,8 @@ impl Outcome {
             FileKind::Projector => {
                 "clip (projector): llama.cpp's rules with no language-model hyper-parameters".into()
             }
-            FileKind::LanguageModel { arch } => format!("language model ({arch})"),
+            FileKind::LanguageModel(arch) => format!("language model ({arch})"),
+            FileKind::Unknown => "file of unknown kind".to_string(),
         };
         Summary {
             dry_run: false,
@@ -336,21 +339,6 @@ impl Outcome {
     }
 }
 
-/// `1.50 GiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -399,12 +387,5 @@ mod tests {
         assert_eq!(exclusion(&t("blk.0.attn_q.weight", &[128, 128])), None);
         assert_eq!(exclusion(&t("output.weight", &[128, 390])), None);
         assert_eq!(exclusion(&t("resampler.kv.weight", &[32, 128])), None);
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.50 KiB");
-        assert_eq!(human_bytes(15_229_741_728), "14.18 GiB");
     }
 }

@@ -188,3 +188,12 @@ mod tests {
         assert_eq!(s.finish(), "\u{fffd}");
     }
 }
+
+/// `n` tokens in `secs` seconds as tokens per second; 0 when no time was measured.
+pub fn tokens_per_sec(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}

@@ -202,18 +202,6 @@ impl fmt::Display for TextArch {
     }
 }
 
-/// How the embeddings of one image are framed with marker tokens (llama.cpp `mtmd.cpp`,
-/// `MTMD_SLICE_TMPL_MINICPMV_2_5` / `_2_6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SliceLayout {
-    /// minicpmv_version 2: `<image>[ov]</image><slice>` then per row `<image>[s]</image>` per
-    /// column, `\n` between rows, then `</slice>`.
-    V2_5,
-    /// minicpmv_version 3..=6: `<image>[ov]</image>` then per row `<slice>[s]</slice>` per
-    /// column, `\n` between rows (none after the last).
-    V2_6,
-}
-
 /// Which set of dimensions to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -394,26 +382,6 @@ pub struct Thinking {
     pub disabled: String,
 }
 
-/// A chat role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// System instructions.
-    System,
-    /// The user.
-    User,
-    /// The model.
-    Assistant,
-}
-
-/// One message of a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChatMessage<'a> {
-    /// Who speaks.
-    pub role: Role,
-    /// Message text (for user messages with images, built with [`ChatTemplate::user_content`]).
-    pub content: &'a str,
-}
-
 /// The prompt format of one version (see the module docs for the TOML keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,87 +408,6 @@ pub struct ChatTemplate {
     pub thinking: Option<Thinking>,
 }
 
-impl ChatTemplate {
-    /// The content of a user message carrying `n_images` images (one [`MEDIA_MARKER`] each).
-    pub fn user_content(&self, prompt: &str, n_images: usize) -> String {
-        let markers = MEDIA_MARKER.repeat(n_images);
-        substitute(
-            &self.user_content,
-            &[("image", &markers), ("prompt", prompt)],
-        )
-    }
-
-    /// Renders a conversation. Inserts `default_system` when the first message is not a
-    /// system message; appends `generation_prompt` when asked. BOS is not included: it is
-    /// added by tokenization when `tokens.add_bos` is set.
-    pub fn render(&self, messages: &[ChatMessage<'_>], add_generation_prompt: bool) -> String {
-        let mut out = String::new();
-        let starts_with_system = messages.first().is_some_and(|m| m.role == Role::System);
-        if !starts_with_system {
-            if let Some(sys) = &self.default_system {
-                out.push_str(&substitute(&self.system, &[("content", sys)]));
-            }
-        }
-        for m in messages {
-            let tmpl = match m.role {
-                Role::System => &self.system,
-                Role::User => &self.user,
-                Role::Assistant => &self.assistant,
-            };
-            out.push_str(&substitute(tmpl, &[("content", m.content)]));
-        }
-        if add_generation_prompt {
-            out.push_str(&self.generation_prompt);
-        }
-        out
-    }
-
-    /// A one-turn prompt: optional system text, one user message with `n_images` media
-    /// markers and `prompt`, then the generation prompt.
-    pub fn single_turn(&self, system: Option<&str>, prompt: &str, n_images: usize) -> String {
-        let content = self.user_content(prompt, n_images);
-        let mut msgs = Vec::with_capacity(2);
-        if let Some(s) = system {
-            msgs.push(ChatMessage {
-                role: Role::System,
-                content: s,
-            });
-        }
-        msgs.push(ChatMessage {
-            role: Role::User,
-            content: &content,
-        });
-        self.render(&msgs, true)
-    }
-}
-
-/// Replaces `{name}` placeholders in one pass; unknown `{...}` text is kept verbatim.
-fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(template.len() + 64);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let replaced = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v, close))
-        });
-        match replaced {
-            Some((value, close)) => {
-                out.push_str(value);
-                rest = &after[close + 1..];
-            }
-            None => {
-                out.push('{');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
 
 /// A pair of dimension sets: the real model and the tiny test model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -696,22 +583,6 @@ pub fn spec(v: Version) -> &'static ModelSpec {
 /// All specifications, oldest version first.
 pub fn all() -> &'static [ModelSpec] {
     specs()
-}
-
-impl ModelSpec {
-    /// How image embeddings are framed with marker tokens.
-    pub fn slice_layout(&self) -> SliceLayout {
-        if self.minicpmv_version == 2 {
-            SliceLayout::V2_5
-        } else {
-            SliceLayout::V2_6
-        }
-    }
-
-    /// Single-turn prompt with the version's chat format (see [`ChatTemplate::single_turn`]).
-    pub fn format_prompt(&self, system: Option<&str>, prompt: &str, n_images: usize) -> String {
-        self.chat.single_turn(system, prompt, n_images)
-    }
 }
 
 /// Checks the invariants of one specification.
@@ -903,10 +774,6 @@ mod tests {
             );
             assert_eq!(s.text.tiny.n_embd, 128);
         }
-        assert_eq!(spec(Version::V2_5).slice_layout(), SliceLayout::V2_5);
-        for v in &Version::ALL[1..] {
-            assert_eq!(spec(*v).slice_layout(), SliceLayout::V2_6);
-        }
     }
 
     #[test]
@@ -926,31 +793,6 @@ mod tests {
                 assert!(t.control.iter().any(|c| c == m));
             }
         }
-    }
-
-    #[test]
-    fn chat_formatting() {
-        let s = spec(Version::V2_6);
-        let p = s.format_prompt(None, "What is {content}?", 1);
-        assert_eq!(
-            p,
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
-             <|im_start|>user\n<__media__>What is {content}?<|im_end|>\n\
-             <|im_start|>assistant\n"
-        );
-        let s = spec(Version::V4_5);
-        assert_eq!(
-            s.format_prompt(Some("Be brief."), "Hi", 2),
-            "<|im_start|>system\nBe brief.<|im_end|>\n\
-             <|im_start|>user\n<__media__><__media__>Hi<|im_end|>\n<|im_start|>assistant\n"
-        );
-        let s = spec(Version::V2_5);
-        assert_eq!(
-            s.format_prompt(None, "Hi", 0),
-            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
-             <|start_header_id|>assistant<|end_header_id|>\n\n"
-        );
-        assert_eq!(substitute("{a}{b}{", &[("a", "{b}")]), "{b}{b}{");
     }
 
     #[test]

@@ -65,9 +65,10 @@ pub fn user_content(
         };
     }
     let layout = &family::spec(version).chat.user_content;
-    Ok(layout
-        .replace("{image}", &marker.repeat(n_images))
-        .replace("{prompt}", prompt))
+    Ok(substitute(
+        layout,
+        &[("image", &marker.repeat(n_images)), ("prompt", prompt)],
+    ))
 }
 
 /// Formats a conversation for the model. A `tokenizer.chat_template` from the GGUF file is used
@@ -100,7 +101,7 @@ pub fn format_builtin(
     let mut out = String::new();
     if let Some(system) = &chat.default_system {
         if messages.first().map(|m| m.role) != Some(Role::System) {
-            out.push_str(&chat.system.replace("{content}", system));
+            out.push_str(&substitute(&chat.system, &[("content", system)]));
         }
     }
     for m in messages {
@@ -109,10 +110,91 @@ pub fn format_builtin(
             Role::User => &chat.user,
             Role::Assistant => &chat.assistant,
         };
-        out.push_str(&tmpl.replace("{content}", &m.content));
+        out.push_str(&substitute(tmpl, &[("content", &m.content)]));
     }
     if add_generation_prompt {
         out.push_str(&chat.generation_prompt);
     }
     out
+}
+
+/// Replaces `{name}` placeholders in one pass; unknown `{...}` text is kept verbatim.
+fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let replaced = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match replaced {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::family::MEDIA_MARKER;
+
+    fn system(content: &str) -> Message {
+        Message {
+            role: Role::System,
+            content: content.to_string(),
+        }
+    }
+
+    /// The built-in templates of models/*.toml, one version per layout family.
+    #[test]
+    fn builtin_chat_formatting() {
+        let content = user_content(Version::V2_6, "What is {content}?", 1, MEDIA_MARKER);
+        let p = format_builtin(Version::V2_6, &[Message::user(content.unwrap())], true);
+        assert_eq!(
+            p,
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n\
+             <|im_start|>user\n<__media__>What is {content}?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        let content = user_content(Version::V4_5, "Hi", 2, MEDIA_MARKER).unwrap();
+        let messages = [system("Be brief."), Message::user(content)];
+        assert_eq!(
+            format_builtin(Version::V4_5, &messages, true),
+            "<|im_start|>system\nBe brief.<|im_end|>\n\
+             <|im_start|>user\n<__media__><__media__>Hi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let content = user_content(Version::V2_5, "Hi", 0, MEDIA_MARKER).unwrap();
+        assert_eq!(
+            format_builtin(Version::V2_5, &[Message::user(content)], true),
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
+             <|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
+    }
+
+    #[test]
+    fn markers_placed_by_the_user_must_match_the_images() {
+        let m = MEDIA_MARKER;
+        let placed = format!("first {m} then {m}");
+        assert_eq!(user_content(Version::V2_6, &placed, 2, m), Ok(placed.clone()));
+        assert_eq!(user_content(Version::V2_6, &placed, 3, m), Err((2, 3)));
+    }
+
+    #[test]
+    fn substitution_is_one_pass() {
+        assert_eq!(substitute("{a}{b}{", &[("a", "{b}")]), "{b}{b}{");
+        assert_eq!(substitute("{x}-{y}", &[("y", "{x}")]), "{x}-{x}");
+    }
 }

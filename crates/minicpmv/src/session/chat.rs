@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::decode::generate::{generate_until, StopReason};
+use crate::decode::generate::{generate_until, tokens_per_sec, StopReason};
 use crate::decode::prefill;
 use crate::encode::cache::{
     embd_key, image_digest, CacheConfig, CacheStats, EmbdCacheError, EmbdKey, EmbeddingCache,
@@ -613,12 +613,12 @@ impl<'m> ChatSession<'m> {
         self.turn += 1;
         let total_secs = t_start.elapsed().as_secs_f64();
         let n_gen = gen.token_ids.len();
-        timings.prompt_tokens_per_sec = rate(n_new, timings.prompt_secs);
+        timings.prompt_tokens_per_sec = tokens_per_sec(n_new, timings.prompt_secs);
         timings.time_to_first_token_secs = gen
             .first_token_at
             .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64());
         timings.generate_secs = gen.secs;
-        timings.generate_tokens_per_sec = rate(n_gen, gen.secs);
+        timings.generate_tokens_per_sec = tokens_per_sec(n_gen, gen.secs);
         timings.total_secs = total_secs;
         Ok(TurnOutput {
             turn: self.turn,
@@ -698,14 +698,6 @@ fn tail_segments(
     }
     debug_assert_eq!(pos, full.len());
     (tail, needed)
-}
-
-fn rate(n: usize, secs: f64) -> f64 {
-    if secs > 0.0 {
-        n as f64 / secs
-    } else {
-        0.0
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::decode::generate::{generate, StopReason};
+use crate::decode::generate::{generate, tokens_per_sec, StopReason};
 use crate::decode::prefill;
 use crate::encode::{self, ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
@@ -395,12 +395,12 @@ pub(crate) fn generate_and_report(
         image_encode_secs: pre.encode_secs.iter().sum(),
         chunk_encode_secs: pre.encode_secs,
         prompt_secs: pre.prompt_secs,
-        prompt_tokens_per_sec: rate(pre.n_prompt_tokens, pre.prompt_secs),
+        prompt_tokens_per_sec: tokens_per_sec(pre.n_prompt_tokens, pre.prompt_secs),
         time_to_first_token_secs: gen
             .first_token_at
             .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64()),
         generate_secs: gen.secs,
-        generate_tokens_per_sec: rate(n_gen, gen.secs),
+        generate_tokens_per_sec: tokens_per_sec(n_gen, gen.secs),
         total_secs,
     };
     Ok(RunOutput {
@@ -711,10 +711,3 @@ pub(crate) fn mtmd_images(images: &[LoadedImage]) -> Vec<RgbImage<'_>> {
         .collect()
 }
 
-fn rate(n: usize, secs: f64) -> f64 {
-    if secs > 0.0 {
-        n as f64 / secs
-    } else {
-        0.0
-    }
-}
