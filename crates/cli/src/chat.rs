@@ -245,7 +245,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
             if !interactive {
                 return Err(e);
             }
-            eprintln!("error: {}", super::output::error_chain(&e));
+            eprintln!("error: {}", super::hints::with_hint(&e));
         }
     }
     stdout.finish().context("writing to stdout")?;

@@ -8,6 +8,7 @@
 
 mod chat;
 mod common;
+mod hints;
 mod inspect;
 mod output;
 mod parity;
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", output::error_chain(&err));
+            eprintln!("error: {}", hints::with_hint(&err));
             ExitCode::from(2)
         }
     }

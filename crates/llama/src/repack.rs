@@ -85,11 +85,11 @@ pub fn decide(
     match choice {
         Repack::On => RepackDecision {
             repack: true,
-            reason: "asked for (--repack on)",
+            reason: "asked for explicitly",
         },
         Repack::Off => RepackDecision {
             repack: false,
-            reason: "asked for (--repack off)",
+            reason: "asked for explicitly",
         },
         Repack::Auto => {
             if !cpu_features.iter().any(|f| f == TILED_VNNI_FEATURE) {

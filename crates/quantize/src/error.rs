@@ -17,7 +17,7 @@ pub enum QuantizeError {
     )]
     SameFile { input: PathBuf, output: PathBuf },
 
-    #[error("{} already exists; refusing to overwrite it (--force replaces it)", path.display())]
+    #[error("{} already exists; refusing to overwrite it", path.display())]
     OutputExists { path: PathBuf },
 
     #[error("{} is a directory; the output must be a file path", path.display())]
@@ -36,8 +36,7 @@ pub enum QuantizeError {
 
     #[error(
         "{} is already quantized (tensor {tensor:?} is {ty}); quantizing it again adds a second \
-         rounding error: quantize the f16/f32 original instead, or allow requantizing \
-         (--allow-requantize)",
+         rounding error: quantize the f16/f32 original instead, or allow requantizing",
         path.display()
     )]
     Requantize {

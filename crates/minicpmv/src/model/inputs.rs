@@ -16,13 +16,13 @@ pub const IMAGE_TOKENS: &[&str] = &["<image>", "</image>", "<slice>", "</slice>"
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
-    #[error("language model (-m): {0}")]
+    #[error("language model: {0}")]
     ModelFile(#[source] GgufError),
-    #[error("projector (--mmproj): {0}")]
+    #[error("projector: {0}")]
     ProjectorFile(#[source] GgufError),
-    #[error("{} is a vision projector (mmproj) file, not a language model: pass it with --mmproj, and the language model with -m", path.display())]
+    #[error("{} is a vision projector (mmproj) file, not a language model", path.display())]
     ProjectorAsModel { path: PathBuf },
-    #[error("{} is a language model ({arch}), not a vision projector: pass it with -m, and the mmproj file with --mmproj", path.display())]
+    #[error("{} is a language model ({arch}), not a vision projector", path.display())]
     ModelAsProjector { path: PathBuf, arch: String },
     #[error("{} has no general.architecture key: it is not a llama.cpp model file", path.display())]
     NoArchitecture { path: PathBuf },

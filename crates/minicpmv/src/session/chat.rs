@@ -122,7 +122,7 @@ pub enum ChatError {
         model_width: usize,
         mmproj_width: u64,
     },
-    #[error("the conversation needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}: /reset, raise -c, lower --max-slices or use smaller images")]
+    #[error("the conversation needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
         needed: usize,
         n_text: usize,

@@ -185,7 +185,7 @@ pub enum RunError {
     Native(#[from] NativeError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}: raise -c, lower --max-slices or use a smaller image")]
+    #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
         needed: usize,
         n_text: usize,
@@ -196,9 +196,9 @@ pub enum RunError {
     MarkerCount { markers: usize, images: usize },
     #[error("a {role} message of the history has {images} images attached; only user messages carry images")]
     HistoryImages { role: &'static str, images: usize },
-    #[error("--low-mem needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
+    #[error("low-memory loading needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
     LowMemNeedsNative,
-    #[error("--max-slices {0} needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
+    #[error("a cap of {0} slices needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
     MaxSlicesNeedsNative(u32),
     #[error("no prompt and no image: nothing to run")]
     Nothing,
@@ -710,4 +710,3 @@ pub(crate) fn mtmd_images(images: &[LoadedImage]) -> Vec<RgbImage<'_>> {
         })
         .collect()
 }
-
