@@ -12,8 +12,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use minicpmv_hub::{
-    self as pull, cached, fetch_pair, select, Cache, Hub, Pair, PullError, Repo, DEFAULT_ENDPOINT,
-    DEFAULT_QUANT, DEFAULT_REPO,
+    self as pull, cached, fetch_pair, quant_of, select, Cache, Hub, Pair, PullError, Repo,
+    DEFAULT_ENDPOINT, DEFAULT_QUANT, DEFAULT_REPO,
 };
 
 use super::output::show_progress;
@@ -43,25 +43,9 @@ pub struct PullArgs {
 const DEFAULT_LABEL: &str = "MiniCPM-V 2.6 Q4_K_M";
 
 pub fn main(args: PullArgs) -> Result<()> {
-    let repo = Repo::parse(&args.repo)?;
     let cache = Cache::new(&super::synth::home_dir()?);
     let mut progress = BarProgress::new(show_progress(args.progress));
-    let pair = if offline(args.offline) {
-        cached(&cache, &repo, &args.quant, &mut progress)?
-    } else {
-        let hub = hub()?;
-        let listing = hub.listing(&repo)?;
-        let sel = select(&listing, &repo, &args.quant)?;
-        fetch_pair(
-            &hub,
-            &cache,
-            &repo,
-            &args.quant,
-            &listing,
-            &sel,
-            &mut progress,
-        )?
-    };
+    let pair = pull_pair(&args, &cache, &mut progress).map_err(|e| hinted(e, Caller::Pull))?;
     if args.json {
         let s = serde_json::to_string_pretty(&pair).context("encoding the JSON output")?;
         let mut out = super::output::Stdout::default();
@@ -94,6 +78,23 @@ pub fn main(args: PullArgs) -> Result<()> {
     Ok(())
 }
 
+/// The pair `args` asks for: from the cache alone when offline, else listed, selected and
+/// fetched.
+fn pull_pair(
+    args: &PullArgs,
+    cache: &Cache,
+    progress: &mut BarProgress,
+) -> Result<Pair, PullError> {
+    let repo = Repo::parse(&args.repo)?;
+    if offline(args.offline) {
+        return cached(cache, &repo, &args.quant, progress);
+    }
+    let hub = hub()?;
+    let listing = hub.listing(&repo)?;
+    let sel = select(&listing, &repo, &args.quant)?;
+    fetch_pair(&hub, cache, &repo, &args.quant, &listing, &sel, progress)
+}
+
 /// Whether an environment variable is set to a true value (1, true, yes, on).
 fn env_truthy(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| {
@@ -110,12 +111,16 @@ pub fn offline(flag: bool) -> bool {
 }
 
 /// The hub client: `HF_ENDPOINT` (default Hugging Face) and `HF_TOKEN`.
-fn hub() -> Result<Hub> {
-    let endpoint = std::env::var("HF_ENDPOINT")
+fn hub() -> Result<Hub, PullError> {
+    let endpoint = env_endpoint().unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    Hub::new(&endpoint, std::env::var("HF_TOKEN").ok())
+}
+
+/// `HF_ENDPOINT`, when set and not blank.
+fn env_endpoint() -> Option<String> {
+    std::env::var("HF_ENDPOINT")
         .ok()
         .filter(|e| !e.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-    Ok(Hub::new(&endpoint, std::env::var("HF_TOKEN").ok())?)
 }
 
 /// `4.7 GB`, `3.1 MB` (decimal units, as download sizes are usually given).
@@ -134,17 +139,18 @@ pub fn default_pair(offline_flag: bool) -> Result<Pair> {
     let home = super::synth::home_dir()?;
     let cache = Cache::new(&home);
     let mut progress = BarProgress::new(show_progress(false));
+    let hint = |e| hinted(e, Caller::DefaultModel);
     let err = match cached(&cache, &repo, DEFAULT_QUANT, &mut progress) {
         Ok(pair) => return Ok(pair),
         Err(e @ PullError::NotCached { .. }) => e,
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(hint(e)),
     };
     if offline(offline_flag) {
-        bail!("{err} (offline mode does not download the default model), or pass -m MODEL.gguf --mmproj MMPROJ.gguf, or --demo for a tiny synthetic pair");
+        return Err(hint(err));
     }
-    let hub = hub()?;
-    let listing = hub.listing(&repo)?;
-    let sel = select(&listing, &repo, DEFAULT_QUANT)?;
+    let hub = hub().map_err(hint)?;
+    let listing = hub.listing(&repo).map_err(hint)?;
+    let sel = select(&listing, &repo, DEFAULT_QUANT).map_err(hint)?;
     let dir = cache.repo_dir(&repo);
     let sizes = format!("{} + {}", gb(sel.model.size), gb(sel.mmproj.size));
     if io::stdin().is_terminal() {
@@ -161,7 +167,7 @@ pub fn default_pair(offline_flag: bool) -> Result<Pair> {
             dir.display()
         );
     }
-    Ok(fetch_pair(
+    fetch_pair(
         &hub,
         &cache,
         &repo,
@@ -169,7 +175,8 @@ pub fn default_pair(offline_flag: bool) -> Result<Pair> {
         &listing,
         &sel,
         &mut progress,
-    )?)
+    )
+    .map_err(hint)
 }
 
 /// Asks a yes/no question on stderr, reads the answer from stdin; yes by default.
@@ -192,6 +199,114 @@ pub fn announce(pair: &Pair) {
         "note: no -m/--mmproj given: using the default model {DEFAULT_LABEL} from {}",
         pair.dir.display()
     );
+}
+
+/// Which command met a [`PullError`], for the wording of its hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// `minicpmv pull`.
+    Pull,
+    /// `run` or `chat` without `-m`, fetching the default pair.
+    DefaultModel,
+}
+
+/// What to do about a [`PullError`], in terms of this program's flags and environment
+/// variables (the library's errors only state the facts).
+fn hint(err: &PullError, caller: Caller) -> Option<String> {
+    let again = match caller {
+        Caller::Pull => "pull again",
+        Caller::DefaultModel => "run the same command (or `minicpmv pull`) again",
+    };
+    Some(match err {
+        PullError::NotCached { repo, quant, .. } => match caller {
+            Caller::Pull => format!("run `minicpmv pull{}` while online", pull_args(repo, quant)),
+            Caller::DefaultModel => "offline mode does not download the default model: run `minicpmv pull` while online, or pass -m MODEL.gguf --mmproj MMPROJ.gguf, or --demo for a tiny synthetic pair".into(),
+        },
+        PullError::Interrupted { have, .. } => format!("{again} to resume from byte {have}"),
+        PullError::BadRange { .. } | PullError::TooLong { .. } => {
+            format!("{again} to download the file from the start")
+        }
+        PullError::Http { status: 416, .. } => {
+            format!("{again} to download the file from the start")
+        }
+        PullError::Http {
+            status: 401 | 403, ..
+        } => match std::env::var("HF_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => {
+                "the token in HF_TOKEN was sent: check that it can read this repository (and that its terms are accepted)".into()
+            }
+            _ => "set HF_TOKEN to a Hugging Face access token that can read this repository".into(),
+        },
+        PullError::Unreachable { endpoint, .. } => match env_endpoint() {
+            Some(_) => format!("check the network and HF_ENDPOINT (now {endpoint})"),
+            None => format!("check the network; HF_ENDPOINT sets another endpoint than {endpoint} (a mirror, say)"),
+        },
+        PullError::BadEndpoint(_) => format!(
+            "the endpoint comes from HF_ENDPOINT: unset it for {DEFAULT_ENDPOINT}, or give an http:// or https:// URL"
+        ),
+        PullError::BadRepo(_) if caller == Caller::Pull => {
+            format!("the repository is the argument of `minicpmv pull`, e.g. `minicpmv pull {DEFAULT_REPO}`")
+        }
+        PullError::QuantNotFound { .. } if caller == Caller::Pull => {
+            "choose one of the available quants with --quant".into()
+        }
+        PullError::QuantAmbiguous { files, .. } if caller == Caller::Pull => {
+            let example = files.first().map_or(DEFAULT_QUANT, |f| quant_of(f));
+            format!("give the full quant name with --quant, e.g. --quant {example}")
+        }
+        _ => return None,
+    })
+}
+
+/// The `minicpmv pull` arguments that fetch `repo` + `quant` (empty for the defaults).
+fn pull_args(repo: &str, quant: &str) -> String {
+    let mut s = String::new();
+    if repo != DEFAULT_REPO {
+        s.push_str(&format!(" {repo}"));
+    }
+    if !quant.eq_ignore_ascii_case(DEFAULT_QUANT) {
+        s.push_str(&format!(" --quant {quant}"));
+    }
+    s
+}
+
+/// A [`PullError`] with its hint: `main` prints errors as `error: CHAIN` and skips causes
+/// already in the message, so the message carries the whole chain, then the hint line. The
+/// error stays in the chain (as the source) for callers that look for it.
+#[derive(Debug)]
+struct Hinted {
+    err: PullError,
+    hint: String,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut msg = self.err.to_string();
+        let mut cause = std::error::Error::source(&self.err);
+        while let Some(c) = cause {
+            let s = c.to_string();
+            if !msg.contains(&s) {
+                msg.push_str(": ");
+                msg.push_str(&s);
+            }
+            cause = c.source();
+        }
+        write!(f, "{msg}\nhint: {}", self.hint)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.err)
+    }
+}
+
+/// `err` for printing: with its hint when it has one.
+fn hinted(err: PullError, caller: Caller) -> anyhow::Error {
+    match hint(&err, caller) {
+        Some(hint) => Hinted { err, hint }.into(),
+        None => err.into(),
+    }
 }
 
 /// Progress on stderr: bars with bytes, speed and ETA when enabled (a terminal or
@@ -252,5 +367,16 @@ impl pull::Progress for BarProgress {
 impl Drop for BarProgress {
     fn drop(&mut self) {
         pull::Progress::finish(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_args_name_only_what_differs_from_the_defaults() {
+        assert_eq!(pull_args(DEFAULT_REPO, "q4_k_m"), "");
+        assert_eq!(pull_args("a/b", "Q8_0"), " a/b --quant Q8_0");
     }
 }
