@@ -12,23 +12,36 @@ use crate::vision::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NativeError {
+    /// No slice grid could be planned for the image and the projector's sizes.
     #[error(transparent)]
     Slice(#[from] SliceError),
+    /// Resizing or normalising the overview or a slice failed.
     #[error(transparent)]
     Preprocess(#[from] PreprocessError),
+    /// The projector (llama.cpp's clip, through our shim) failed to load or to encode a slice.
     #[error(transparent)]
     Clip(#[from] crate::ffi::ClipError),
+    /// llama.cpp failed to decode a batch of tokens or embeddings into the KV cache.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A text of the image layout (`<image>`, `</slice>`, `\n`, ...) is not a single token of
+    /// the vocabulary; found by [`crate::prompt::sequence::LayoutTokens::lookup`].
     #[error("the vocabulary has no single token for {0:?}, which MiniCPM-V's image layout needs")]
     MissingLayoutToken(String),
+    /// A projector call returned a buffer whose length is not `query_num * n_embd`.
     #[error("the projector produced {got} floats for a slice, {expected} were expected")]
-    EmbeddingSize { got: usize, expected: usize },
+    EmbeddingSize {
+        /// Floats returned.
+        got: usize,
+        /// Floats expected: `query_num * n_embd` of the projector.
+        expected: usize,
+    },
 }
 
 /// The embeddings of one image: overview first, then the slices in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageEmbeddings {
+    /// The slice plan the chunks follow: `chunks.len()` is 1 plus its number of slices.
     pub plan: SlicePlan,
     /// One `n_tokens * n_embd` row-major buffer per chunk.
     pub chunks: Vec<Vec<f32>>,
