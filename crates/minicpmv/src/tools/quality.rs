@@ -19,6 +19,12 @@
 //! All four combinations go through the same code path (fresh context, prefill, one batch of
 //! continuation tokens with logits for every position), so a candidate identical to the
 //! reference gives exactly KL 0, agreement 1 and equal perplexities.
+//!
+//! [`evaluate`] runs, in order: the input checks, the chat formatting of the prompts, the
+//! projector stage (every image encoded by each projector, then compared chunk by chunk), the
+//! language-model stage (the reference model builds the cases and scores the combinations with
+//! the reference language model; the candidate model scores the other two, `total` being the
+//! combined candidate pair), and the report assembly.
 
 use std::path::{Path, PathBuf};
 
@@ -42,7 +48,13 @@ pub const DEFAULT_N_PREDICT: usize = 32;
 /// What to compare and on what.
 #[derive(Debug, Clone)]
 pub struct QualityConfig {
+    /// The reference language model GGUF (e.g. the f16 file). Its greedy continuation is the
+    /// text every combination is scored on, its next-token distributions are the `p` of
+    /// `KL(p || q)`, and its tokenizer and chat template build every input.
     pub reference_model: PathBuf,
+    /// The reference projector GGUF (mmproj). Its image embeddings are what the candidate
+    /// projector's are compared with (cosine), and the input of the reference-projector
+    /// combinations.
     pub reference_mmproj: PathBuf,
     /// The candidate language model.
     pub model: PathBuf,
@@ -50,15 +62,26 @@ pub struct QualityConfig {
     pub mmproj: PathBuf,
     /// Every image is evaluated with every prompt.
     pub images: Vec<PathBuf>,
+    /// The user prompts, each chat-formatted with the reference model's template around one
+    /// image.
     pub prompts: Vec<String>,
-    /// Continuation tokens per (image, prompt).
+    /// Continuation tokens per (image, prompt); 0 counts as 1.
     pub n_predict: usize,
+    /// Threads for the projectors and for the language models (decode and batch).
     pub n_threads: i32,
+    /// Context size, in positions, of every context created: it must hold the prompt
+    /// positions plus `n_predict`, or the comparison fails with
+    /// [`QualityError::ContextTooSmall`].
     pub n_ctx: u32,
+    /// Tokens per llama.cpp decode call, for prefill and scoring (0 counts as 1 there); also
+    /// the contexts' batch size.
     pub n_batch: u32,
+    /// Largest image accepted, in pixels (width × height, read from the file's header before
+    /// decoding).
     pub max_image_pixels: u64,
     /// Slices per image at most (1..=9).
     pub max_slices: u32,
+    /// How both language models are loaded (mmap, GPU layers, repacking, ...).
     pub load: LoadParams,
 }
 
@@ -66,11 +89,14 @@ pub struct QualityConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
+    /// The reference pair's file (`reference_model` or `reference_mmproj`).
     Reference,
+    /// The candidate pair's file (`model` or `mmproj`).
     Candidate,
 }
 
 impl Side {
+    /// A short label for tables: `ref` or `cand`.
     pub fn short(self) -> &'static str {
         match self {
             Side::Reference => "ref",
@@ -81,15 +107,18 @@ impl Side {
 
 /// One (projector, language model) combination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Combination {
+pub(crate) struct Combination {
+    /// `baseline`, `text_model`, `projector` or `total` (see [`COMBINATIONS`]).
     pub name: &'static str,
+    /// Whose projector makes the image embeddings.
     pub projector: Side,
+    /// Whose language model reads them and predicts the continuation.
     pub language_model: Side,
 }
 
 /// The four combinations, baseline first: `text_model` isolates the candidate language model,
 /// `projector` the candidate projector, `total` is both.
-pub const COMBINATIONS: [Combination; 4] = [
+pub(crate) const COMBINATIONS: [Combination; 4] = [
     Combination {
         name: "baseline",
         projector: Side::Reference,
@@ -113,19 +142,36 @@ pub const COMBINATIONS: [Combination; 4] = [
 ];
 
 /// The metrics of one combination (on one case, or summed over all cases).
+///
+/// Every metric compares this combination with the baseline (reference projector and
+/// reference language model) on the reference's greedy continuation, so the baseline itself
+/// always has KL 0, agreement 1 and cosine 1; its perplexity is the reference's own.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
+    /// The combination's name: `baseline` (reference projector and language model),
+    /// `text_model` (candidate language model only), `projector` (candidate projector only)
+    /// or `total` (both candidates).
     pub combination: &'static str,
+    /// Whose projector made the image embeddings.
     pub projector: Side,
+    /// Whose language model predicted the continuation.
     pub language_model: Side,
     /// Positions compared (continuation tokens).
     pub n_positions: usize,
-    /// Mean and largest `KL(reference || combination)` over positions, in nats.
+    /// Mean over positions of `KL(reference || combination)`, in nats (≥ 0; 0 when the
+    /// distributions are identical): `Σ_v p_ref(v) (log p_ref(v) − log p_comb(v))` over the
+    /// vocabulary, computed in f64 from the log-softmax of both logit rows. The reference is
+    /// the baseline combination.
     pub mean_kl: f64,
+    /// Largest `KL(reference || combination)` over positions, in nats (≥ 0; 0 without
+    /// positions).
     pub max_kl: f64,
-    /// Fraction of positions whose argmax equals the reference's.
+    /// Fraction of positions whose argmax equals the reference's, in [0, 1] (the first
+    /// maximum on ties).
     pub top1_agreement: f64,
-    /// Perplexity of the continuation under this combination.
+    /// Perplexity of the continuation under this combination, ≥ 1:
+    /// `exp(−mean over positions of log p_comb(continuation token))`. Lower is better; the
+    /// baseline's value is the reference's, to compare with.
     pub perplexity: f64,
     /// Lowest per-chunk cosine between this combination's projector embeddings and the
     /// reference projector's (1 for the combinations with the reference projector).
@@ -137,39 +183,54 @@ pub struct Metrics {
 pub struct ChunkCosine {
     /// `overview`, or `slice R,C` (row, column from 0).
     pub chunk: String,
-    /// Mean over the chunk's query tokens of the per-token cosine.
+    /// Mean over the chunk's query tokens of the cosine between the candidate projector's
+    /// and the reference projector's embedding of that token, computed in f64; in [−1, 1],
+    /// exactly 1 for identical embeddings, and 0 when the candidate's chunk is missing or of
+    /// another size.
     pub cosine: f64,
 }
 
 /// One image with one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CaseReport {
+    /// The image file, as given in [`QualityConfig::images`].
     pub image: PathBuf,
+    /// The user prompt, as given (before chat formatting).
     pub prompt: String,
     /// Positions of the input before the continuation (text tokens and image embeddings).
     pub n_prompt_tokens: usize,
     /// The reference pair's greedy continuation: the text every combination is scored on.
     pub continuation: Vec<Token>,
+    /// The continuation detokenized by the reference model (invalid UTF-8 replaced).
     pub continuation_text: String,
     /// Candidate vs reference projector, per chunk (overview first).
     pub chunks: Vec<ChunkCosine>,
+    /// The lowest of the `chunks` cosines (1 if there are none).
     pub min_cosine: f64,
+    /// The metrics of each combination on this case, in the order `baseline`, `text_model`,
+    /// `projector`, `total`.
     pub combinations: Vec<Metrics>,
 }
 
 /// Which files were compared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PairPaths {
+    /// The language model GGUF.
     pub model: PathBuf,
+    /// The projector GGUF (mmproj).
     pub mmproj: PathBuf,
 }
 
 /// The whole comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QualityReport {
+    /// The reference pair: the baseline every metric is measured against.
     pub reference: PairPaths,
+    /// The candidate pair.
     pub candidate: PairPaths,
+    /// Continuation tokens per case (the configured value, at least 1).
     pub n_predict: usize,
+    /// One report per (image, prompt), images in the outer loop, prompts in the inner one.
     pub cases: Vec<CaseReport>,
     /// Per combination over all cases: KL mean over all positions, max over all positions,
     /// agreement over all positions, perplexity from the mean log-probability over all
@@ -181,50 +242,78 @@ pub struct QualityReport {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QualityError {
+    /// The reference pair failed the input checks (files, GGUF metadata, model/projector
+    /// match).
     #[error("reference pair: {0}")]
     Reference(#[source] InputError),
+    /// The candidate pair failed the input checks.
     #[error("candidate pair: {0}")]
     Candidate(#[source] InputError),
+    /// The two language models' token lists (`tokenizer.ggml.tokens`) differ, so their
+    /// next-token distributions are over different vocabularies.
     #[error("the language models {} (reference) and {} (candidate) do not share a vocabulary ({reason}): their next-token distributions cannot be compared", reference.display(), candidate.display())]
     VocabularyMismatch {
+        /// The reference language model.
         reference: PathBuf,
+        /// The candidate language model.
         candidate: PathBuf,
+        /// The first difference found (missing list, length, or first differing token).
         reason: String,
     },
+    /// The two projectors differ in a property their embeddings depend on.
     #[error("the projectors {} (reference) and {} (candidate) differ in {reason}: their embeddings cannot be compared", reference.display(), candidate.display())]
     ProjectorMismatch {
+        /// The reference projector.
         reference: PathBuf,
+        /// The candidate projector.
         candidate: PathBuf,
+        /// Every differing property with both values (version, width, query tokens, image
+        /// size, patch size).
         reason: String,
     },
+    /// [`QualityConfig::images`] is empty.
     #[error("no image given: the quality report compares image embeddings")]
     NoImage,
+    /// A case's input plus its continuation does not fit in [`QualityConfig::n_ctx`].
     #[error("the comparison needs {needed} positions ({n_prompt} prompt positions + {n_predict} continuation tokens) but the context holds {n_ctx}: raise -c, lower -n or --max-slices")]
     ContextTooSmall {
+        /// `n_prompt + n_predict`.
         needed: usize,
+        /// Positions of the input before the continuation (text tokens and image embeddings).
         n_prompt: usize,
+        /// Continuation tokens.
         n_predict: usize,
+        /// The configured context size.
         n_ctx: u32,
     },
+    /// llama.cpp had no logits for this output index of the last decode call (−1: the last
+    /// output).
     #[error("llama.cpp returned no logits for output {0}")]
     NoLogits(i32),
+    /// Preparing a prompt (file checks, chat formatting) or loading an image failed.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// Encoding an image, looking up the model's image layout tokens or prefilling an input
+    /// (text tokens and image embeddings) failed.
     #[error(transparent)]
     Native(#[from] NativeError),
+    /// llama.cpp could not load a language model.
     #[error(transparent)]
     ModelLoad(#[from] crate::ffi::ModelLoadError),
+    /// A projector could not be loaded.
     #[error(transparent)]
     Clip(#[from] crate::ffi::ClipError),
+    /// Creating a context or decoding a batch of continuation tokens failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A batch could not hold a token.
     #[error(transparent)]
     Batch(#[from] BatchError),
 }
 
 /// Checks both pairs, and that the two language models share a vocabulary and the two
 /// projectors are interchangeable (width, query tokens, version, image and patch size).
-pub fn check_inputs(cfg: &QualityConfig) -> Result<(PairFacts, PairFacts), QualityError> {
+pub(crate) fn check_inputs(cfg: &QualityConfig) -> Result<(PairFacts, PairFacts), QualityError> {
     let reference =
         check_pair(&cfg.reference_model, &cfg.reference_mmproj).map_err(QualityError::Reference)?;
     let candidate = check_pair(&cfg.model, &cfg.mmproj).map_err(QualityError::Candidate)?;
@@ -382,11 +471,16 @@ fn chunk_name(plan: &SlicePlan, chunk: usize) -> String {
 /// Running sums of one combination's metrics.
 #[derive(Debug, Clone, Copy)]
 struct Acc {
+    /// Positions compared.
     n: usize,
+    /// Sum and max over positions of `KL(reference || combination)`, nats.
     kl_sum: f64,
     kl_max: f64,
+    /// Positions whose argmax equals the reference's.
     agree: usize,
+    /// Sum over positions of `−log p(continuation token)`, nats.
     nll_sum: f64,
+    /// Lowest chunk cosine of the combination's projector (1 for the reference projector).
     min_cosine: f64,
 }
 
@@ -445,13 +539,18 @@ fn compare(reference: &[Vec<f32>], logits: &[Vec<f32>], continuation: &[Token]) 
 
 /// One (image, prompt) pair while it is being evaluated.
 struct Case {
+    /// Index into [`QualityConfig::images`].
     image: usize,
     prompt: String,
+    /// The input sequence, tokenized by the reference model.
     segments: Vec<Segment>,
+    /// Positions of `segments`.
     n_prompt: usize,
     continuation: Vec<Token>,
     continuation_text: String,
+    /// The baseline's logits at each continuation position: the reference distributions.
     baseline: Vec<Vec<f32>>,
+    /// Running metrics per combination, in [`COMBINATIONS`] order.
     accs: [Acc; 4],
 }
 
@@ -464,6 +563,64 @@ pub enum Stage {
     LanguageModel(Side),
 }
 
+/// A prompt after chat formatting with the reference model's template.
+struct FormattedPrompt {
+    /// The user prompt as given.
+    prompt: String,
+    /// The chat-formatted text, with one image marker.
+    text: String,
+    /// The image marker in `text`.
+    marker: String,
+}
+
+/// Every image's embeddings by each projector, in image order.
+struct Embeddings {
+    reference: Vec<ImageEmbeddings>,
+    candidate: Vec<ImageEmbeddings>,
+}
+
+impl Embeddings {
+    fn of(&self, side: Side, image: usize) -> &ImageEmbeddings {
+        match side {
+            Side::Reference => &self.reference[image],
+            Side::Candidate => &self.candidate[image],
+        }
+    }
+}
+
+/// Settings shared by every language-model run of one comparison.
+struct LmSettings {
+    ctx_params: ContextParams,
+    /// Tokens per decode call (at least 1).
+    n_batch: usize,
+    /// Continuation tokens per case (at least 1).
+    n_predict: usize,
+    n_ctx: u32,
+    /// The image layout of the reference projector's MiniCPM-V version.
+    style: LayoutStyle,
+    /// Positions one image chunk takes (the projector's query tokens).
+    query_num: usize,
+}
+
+impl LmSettings {
+    fn new(cfg: &QualityConfig, ref_facts: &PairFacts, n_predict: usize) -> LmSettings {
+        LmSettings {
+            ctx_params: ContextParams {
+                n_ctx: cfg.n_ctx,
+                n_batch: cfg.n_batch,
+                n_threads: cfg.n_threads,
+                n_threads_batch: cfg.n_threads,
+                kv_type: Default::default(),
+            },
+            n_batch: cfg.n_batch.max(1) as usize,
+            n_predict,
+            n_ctx: cfg.n_ctx,
+            style: LayoutStyle::for_minicpmv_version(ref_facts.projector.minicpmv_version),
+            query_num: ref_facts.projector.query_num as usize,
+        }
+    }
+}
+
 /// Runs the comparison. `on_stage` is told when each stage starts.
 pub fn evaluate(
     cfg: &QualityConfig,
@@ -474,67 +631,116 @@ pub fn evaluate(
     }
     let (ref_facts, _) = check_inputs(cfg)?;
     let n_predict = cfg.n_predict.max(1);
+    let prompts = format_prompts(cfg, n_predict)?;
+    let images = load_images(cfg)?;
+    let embeddings = Embeddings {
+        reference: encode_images(
+            cfg,
+            Side::Reference,
+            &cfg.reference_mmproj,
+            &images,
+            on_stage,
+        )?,
+        candidate: encode_images(cfg, Side::Candidate, &cfg.mmproj, &images, on_stage)?,
+    };
+    let chunk_cosines = compare_projectors(&embeddings);
+    let settings = LmSettings::new(cfg, &ref_facts, n_predict);
+    let cases = run_language_models(
+        cfg,
+        &settings,
+        &prompts,
+        &embeddings,
+        &chunk_cosines,
+        on_stage,
+    )?;
+    Ok(assemble_report(cfg, n_predict, cases, &chunk_cosines))
+}
 
-    // Chat formatting of each prompt (with the reference's template), one image per case.
+/// Chat-formats each prompt with the reference pair's template, around one image marker.
+fn format_prompts(
+    cfg: &QualityConfig,
+    n_predict: usize,
+) -> Result<Vec<FormattedPrompt>, QualityError> {
     let mut formatted = Vec::new();
     for prompt in &cfg.prompts {
-        let run_cfg = RunConfig {
-            model: cfg.reference_model.clone(),
-            mmproj: cfg.reference_mmproj.clone(),
-            images: vec![cfg.images[0].clone()],
+        let prep = prepare(&reference_run_config(cfg, prompt, n_predict))?;
+        formatted.push(FormattedPrompt {
             prompt: prompt.clone(),
-            n_predict,
-            ignore_eos: true,
-            sampling: crate::ffi::SamplerParams::default(),
-            n_threads: cfg.n_threads,
-            n_ctx: cfg.n_ctx,
-            n_batch: cfg.n_batch,
-            max_image_pixels: cfg.max_image_pixels,
-            max_slices: cfg.max_slices,
-            pipeline: Pipeline::Native,
-            warmup: false,
-            projector_attention: Default::default(),
-            kv_type: Default::default(),
-            low_mem: false,
-            per_chunk_prefill: false,
-            load: cfg.load,
-        };
-        let prep = prepare(&run_cfg)?;
-        formatted.push((prompt.clone(), prep.formatted, prep.marker));
+            text: prep.formatted,
+            marker: prep.marker,
+        });
     }
-    let images: Vec<LoadedImage> = cfg
+    Ok(formatted)
+}
+
+/// A run of the reference pair on `prompt` and the first image: what [`prepare`] needs to
+/// check the files and format the prompt.
+fn reference_run_config(cfg: &QualityConfig, prompt: &str, n_predict: usize) -> RunConfig {
+    RunConfig {
+        model: cfg.reference_model.clone(),
+        mmproj: cfg.reference_mmproj.clone(),
+        images: vec![cfg.images[0].clone()],
+        prompt: prompt.to_string(),
+        n_predict,
+        ignore_eos: true,
+        sampling: crate::ffi::SamplerParams::default(),
+        n_threads: cfg.n_threads,
+        n_ctx: cfg.n_ctx,
+        n_batch: cfg.n_batch,
+        max_image_pixels: cfg.max_image_pixels,
+        max_slices: cfg.max_slices,
+        pipeline: Pipeline::Native,
+        warmup: false,
+        projector_attention: Default::default(),
+        kv_type: Default::default(),
+        low_mem: false,
+        per_chunk_prefill: false,
+        load: cfg.load,
+    }
+}
+
+fn load_images(cfg: &QualityConfig) -> Result<Vec<LoadedImage>, QualityError> {
+    let images = cfg
         .images
         .iter()
         .map(|p| load_image(p, cfg.max_image_pixels))
         .collect::<Result<_, _>>()
         .map_err(RunError::from)?;
+    Ok(images)
+}
 
-    // Embeddings of every image with each projector, each loaded once.
-    let mut embeddings: Vec<Vec<ImageEmbeddings>> = Vec::with_capacity(2);
-    for (side, path) in [
-        (Side::Reference, &cfg.reference_mmproj),
-        (Side::Candidate, &cfg.mmproj),
-    ] {
-        on_stage(Stage::Encode(side));
-        let mut projector = ClipProjector::load(path, false, Default::default())?;
-        let embs = images
-            .iter()
-            .map(|img| {
-                encode::encode_image(
-                    &mut projector,
-                    img,
-                    cfg.max_slices,
-                    cfg.n_threads,
-                    &mut |_, _| {},
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        embeddings.push(embs);
-    }
-    let (ref_emb, cand_emb) = (&embeddings[0], &embeddings[1]);
-    let chunk_cosines: Vec<Vec<ChunkCosine>> = ref_emb
+/// The projector stage of one side: loads its projector (once) and encodes every image.
+fn encode_images(
+    cfg: &QualityConfig,
+    side: Side,
+    mmproj: &Path,
+    images: &[LoadedImage],
+    on_stage: &mut dyn FnMut(Stage),
+) -> Result<Vec<ImageEmbeddings>, QualityError> {
+    on_stage(Stage::Encode(side));
+    let mut projector = ClipProjector::load(mmproj, false, Default::default())?;
+    let embs = images
         .iter()
-        .zip(cand_emb)
+        .map(|img| {
+            encode::encode_image(
+                &mut projector,
+                img,
+                cfg.max_slices,
+                cfg.n_threads,
+                &mut |_, _| {},
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(embs)
+}
+
+/// Per image, the cosine of each chunk of the candidate projector's embeddings with the
+/// reference projector's (0 for a chunk the candidate lacks).
+fn compare_projectors(embeddings: &Embeddings) -> Vec<Vec<ChunkCosine>> {
+    embeddings
+        .reference
+        .iter()
+        .zip(&embeddings.candidate)
         .map(|(r, c)| {
             r.chunks
                 .iter()
@@ -548,26 +754,26 @@ pub fn evaluate(
                 })
                 .collect()
         })
-        .collect();
-    let min_cos = |image: usize| {
-        chunk_cosines[image]
-            .iter()
-            .map(|c| c.cosine)
-            .fold(1.0f64, f64::min)
-    };
+        .collect()
+}
 
-    let ctx_params = ContextParams {
-        n_ctx: cfg.n_ctx,
-        n_batch: cfg.n_batch,
-        n_threads: cfg.n_threads,
-        n_threads_batch: cfg.n_threads,
-        kv_type: Default::default(),
-    };
-    let n_batch = cfg.n_batch.max(1) as usize;
-    let style = LayoutStyle::for_minicpmv_version(ref_facts.projector.minicpmv_version);
-    let q = ref_facts.projector.query_num as usize;
+/// The lowest chunk cosine of one image (1 without chunks).
+fn min_cosine(chunks: &[ChunkCosine]) -> f64 {
+    chunks.iter().map(|c| c.cosine).fold(1.0f64, f64::min)
+}
+
+/// The language-model stages, reference first, each model loaded once: the reference model
+/// builds the cases (input sequences, greedy continuations), then each model scores the
+/// combinations that use it.
+fn run_language_models(
+    cfg: &QualityConfig,
+    settings: &LmSettings,
+    prompts: &[FormattedPrompt],
+    embeddings: &Embeddings,
+    chunk_cosines: &[Vec<ChunkCosine>],
+    on_stage: &mut dyn FnMut(Stage),
+) -> Result<Vec<Case>, QualityError> {
     let mut cases: Vec<Case> = Vec::new();
-
     for (lm_side, lm_path) in [
         (Side::Reference, &cfg.reference_model),
         (Side::Candidate, &cfg.model),
@@ -575,109 +781,176 @@ pub fn evaluate(
         on_stage(Stage::LanguageModel(lm_side));
         let model = Model::load(lm_path, cfg.load)?;
         if lm_side == Side::Reference {
-            // The input sequences (tokenized once, with the reference model) and the greedy
-            // continuations.
-            let layout = LayoutTokens::lookup(&model)?;
-            for (image, emb) in ref_emb.iter().enumerate() {
-                for (prompt, text, marker) in &formatted {
-                    let segments = sequence::build_sequence(
-                        &model,
-                        text,
-                        marker,
-                        &[&emb.plan],
-                        style,
-                        &layout,
-                    );
-                    let n_prompt: usize = segments
-                        .iter()
-                        .map(|s| match s {
-                            Segment::Tokens(t) => t.len(),
-                            Segment::Chunk { .. } => q,
-                        })
-                        .sum();
-                    if n_prompt + n_predict > cfg.n_ctx as usize {
-                        return Err(QualityError::ContextTooSmall {
-                            needed: n_prompt + n_predict,
-                            n_prompt,
-                            n_predict,
-                            n_ctx: cfg.n_ctx,
-                        });
-                    }
-                    let continuation =
-                        greedy(&model, ctx_params, &segments, emb, n_predict, n_batch)?;
-                    let bytes: Vec<u8> = continuation
-                        .iter()
-                        .flat_map(|&t| model.token_to_bytes(t, true))
-                        .collect();
-                    cases.push(Case {
-                        image,
-                        prompt: prompt.clone(),
-                        segments,
-                        n_prompt,
-                        continuation,
-                        continuation_text: String::from_utf8_lossy(&bytes).into_owned(),
-                        baseline: Vec::new(),
-                        accs: [Acc::new(); 4],
-                    });
-                }
-            }
+            cases = build_cases(&model, settings, prompts, &embeddings.reference)?;
         }
-        for (k, combo) in COMBINATIONS.iter().enumerate() {
-            if combo.language_model != lm_side {
-                continue;
-            }
-            for case in &mut cases {
-                let emb = match combo.projector {
-                    Side::Reference => &ref_emb[case.image],
-                    Side::Candidate => &cand_emb[case.image],
-                };
-                let logits = score(
-                    &model,
-                    ctx_params,
-                    &case.segments,
-                    emb,
-                    &case.continuation,
-                    n_batch,
-                )?;
-                let mut acc = if k == 0 {
-                    case.baseline = logits;
-                    compare(&case.baseline, &case.baseline, &case.continuation)
-                } else {
-                    compare(&case.baseline, &logits, &case.continuation)
-                };
-                acc.min_cosine = match combo.projector {
-                    Side::Reference => 1.0,
-                    Side::Candidate => min_cos(case.image),
-                };
-                case.accs[k] = acc;
-            }
+        let ctx = ScoreContext {
+            model: &model,
+            settings,
+            embeddings,
+            chunk_cosines,
+        };
+        score_combinations(&ctx, lm_side, &mut cases)?;
+    }
+    Ok(cases)
+}
+
+/// The cases, images in the outer loop and prompts in the inner one, with the reference
+/// model: input sequences (tokenized once) and greedy continuations.
+fn build_cases(
+    model: &Model,
+    settings: &LmSettings,
+    prompts: &[FormattedPrompt],
+    ref_emb: &[ImageEmbeddings],
+) -> Result<Vec<Case>, QualityError> {
+    let layout = LayoutTokens::lookup(model)?;
+    let mut cases = Vec::new();
+    for (image, emb) in ref_emb.iter().enumerate() {
+        for prompt in prompts {
+            cases.push(build_case(model, settings, &layout, image, emb, prompt)?);
         }
     }
+    Ok(cases)
+}
 
+/// One case: the input sequence of `prompt` with image `image`, checked against the context
+/// size, and the reference's greedy continuation of it.
+fn build_case(
+    model: &Model,
+    settings: &LmSettings,
+    layout: &LayoutTokens,
+    image: usize,
+    emb: &ImageEmbeddings,
+    prompt: &FormattedPrompt,
+) -> Result<Case, QualityError> {
+    let segments = sequence::build_sequence(
+        model,
+        &prompt.text,
+        &prompt.marker,
+        &[&emb.plan],
+        settings.style,
+        layout,
+    );
+    let n_prompt = n_positions(&segments, settings.query_num);
+    let n_predict = settings.n_predict;
+    if n_prompt + n_predict > settings.n_ctx as usize {
+        return Err(QualityError::ContextTooSmall {
+            needed: n_prompt + n_predict,
+            n_prompt,
+            n_predict,
+            n_ctx: settings.n_ctx,
+        });
+    }
+    let continuation = greedy(
+        model,
+        settings.ctx_params,
+        &segments,
+        emb,
+        n_predict,
+        settings.n_batch,
+    )?;
+    let bytes: Vec<u8> = continuation
+        .iter()
+        .flat_map(|&t| model.token_to_bytes(t, true))
+        .collect();
+    Ok(Case {
+        image,
+        prompt: prompt.prompt.clone(),
+        segments,
+        n_prompt,
+        continuation,
+        continuation_text: String::from_utf8_lossy(&bytes).into_owned(),
+        baseline: Vec::new(),
+        accs: [Acc::new(); 4],
+    })
+}
+
+/// Positions of an input sequence: its text tokens, and `query_num` per image chunk.
+fn n_positions(segments: &[Segment], query_num: usize) -> usize {
+    segments
+        .iter()
+        .map(|s| match s {
+            Segment::Tokens(t) => t.len(),
+            Segment::Chunk { .. } => query_num,
+        })
+        .sum()
+}
+
+/// What scoring with one loaded language model reads.
+struct ScoreContext<'a> {
+    model: &'a Model,
+    settings: &'a LmSettings,
+    embeddings: &'a Embeddings,
+    chunk_cosines: &'a [Vec<ChunkCosine>],
+}
+
+/// Scores, on every case, each combination whose language model is `lm_side` (the loaded
+/// one), in [`COMBINATIONS`] order: the baseline (first) records the reference logits the
+/// others are compared with.
+fn score_combinations(
+    ctx: &ScoreContext<'_>,
+    lm_side: Side,
+    cases: &mut [Case],
+) -> Result<(), QualityError> {
+    for (k, combo) in COMBINATIONS.iter().enumerate() {
+        if combo.language_model != lm_side {
+            continue;
+        }
+        for case in cases.iter_mut() {
+            score_case(ctx, k, combo, case)?;
+        }
+    }
+    Ok(())
+}
+
+/// Combination `k` on one case: its logits at each continuation position, compared with the
+/// baseline's (with themselves for the baseline, which stores them), and the projector's
+/// lowest chunk cosine.
+fn score_case(
+    ctx: &ScoreContext<'_>,
+    k: usize,
+    combo: &Combination,
+    case: &mut Case,
+) -> Result<(), QualityError> {
+    let logits = score(
+        ctx.model,
+        ctx.settings.ctx_params,
+        &case.segments,
+        ctx.embeddings.of(combo.projector, case.image),
+        &case.continuation,
+        ctx.settings.n_batch,
+    )?;
+    let mut acc = if k == 0 {
+        case.baseline = logits;
+        compare(&case.baseline, &case.baseline, &case.continuation)
+    } else {
+        compare(&case.baseline, &logits, &case.continuation)
+    };
+    acc.min_cosine = match combo.projector {
+        Side::Reference => 1.0,
+        Side::Candidate => min_cosine(&ctx.chunk_cosines[case.image]),
+    };
+    case.accs[k] = acc;
+    Ok(())
+}
+
+/// The report: one per case, and the summary over all cases (sums merged in case order).
+fn assemble_report(
+    cfg: &QualityConfig,
+    n_predict: usize,
+    cases: Vec<Case>,
+    chunk_cosines: &[Vec<ChunkCosine>],
+) -> QualityReport {
     let mut totals = [Acc::new(); 4];
+    for case in &cases {
+        for (t, a) in totals.iter_mut().zip(&case.accs) {
+            t.merge(a);
+        }
+    }
     let reports = cases
         .into_iter()
-        .map(|case| {
-            for (t, a) in totals.iter_mut().zip(&case.accs) {
-                t.merge(a);
-            }
-            CaseReport {
-                image: cfg.images[case.image].clone(),
-                prompt: case.prompt,
-                n_prompt_tokens: case.n_prompt,
-                continuation: case.continuation,
-                continuation_text: case.continuation_text,
-                chunks: chunk_cosines[case.image].clone(),
-                min_cosine: min_cos(case.image),
-                combinations: COMBINATIONS
-                    .iter()
-                    .zip(&case.accs)
-                    .map(|(c, a)| a.metrics(c))
-                    .collect(),
-            }
-        })
+        .map(|case| case_report(cfg, case, chunk_cosines))
         .collect();
-    Ok(QualityReport {
+    QualityReport {
         reference: PairPaths {
             model: cfg.reference_model.clone(),
             mmproj: cfg.reference_mmproj.clone(),
@@ -688,12 +961,30 @@ pub fn evaluate(
         },
         n_predict,
         cases: reports,
-        summary: COMBINATIONS
-            .iter()
-            .zip(&totals)
-            .map(|(c, a)| a.metrics(c))
-            .collect(),
-    })
+        summary: all_metrics(&totals),
+    }
+}
+
+fn case_report(cfg: &QualityConfig, case: Case, chunk_cosines: &[Vec<ChunkCosine>]) -> CaseReport {
+    CaseReport {
+        image: cfg.images[case.image].clone(),
+        prompt: case.prompt,
+        n_prompt_tokens: case.n_prompt,
+        continuation: case.continuation,
+        continuation_text: case.continuation_text,
+        chunks: chunk_cosines[case.image].clone(),
+        min_cosine: min_cosine(&chunk_cosines[case.image]),
+        combinations: all_metrics(&case.accs),
+    }
+}
+
+/// The metrics of each combination, in [`COMBINATIONS`] order.
+fn all_metrics(accs: &[Acc; 4]) -> Vec<Metrics> {
+    COMBINATIONS
+        .iter()
+        .zip(accs)
+        .map(|(c, a)| a.metrics(c))
+        .collect()
 }
 
 /// The greedy (argmax) continuation of `segments`, `n` tokens, end-of-generation ignored.
