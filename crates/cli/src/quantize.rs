@@ -15,8 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use minicpmv_quantize::{
-    self as mq, KeepReason, Prepared, Preset, ProgressProbe, QuantType, Request,
-    Summary,
+    self as mq, KeepReason, Prepared, Preset, ProgressProbe, QuantType, Request, Summary,
 };
 
 use super::output::{human_bytes, Stdout};
@@ -116,8 +115,11 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
     match (&args.preset, &args.input, &args.output, args.qtype) {
         (Some(preset), _, _, _) => run_preset(&args, *preset),
         (None, Some(input), _, Some(qtype)) if args.dry_run => {
-            let summary = mq::dry_run(mq::GgufFacts::read(input).context("cannot quantize")?, qtype)
-                .context("cannot quantize")?;
+            let summary = mq::dry_run(
+                mq::GgufFacts::read(input).context("cannot quantize")?,
+                qtype,
+            )
+            .context("cannot quantize")?;
             print_summaries(args.json, &[&summary])
         }
         (None, Some(input), Some(output), Some(qtype)) => run_single(&args, input, output, qtype),
@@ -125,7 +127,6 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
         _ => bail!("give INPUT OUTPUT --type TYPE, or --model --mmproj --preset --out-dir"),
     }
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // One file
@@ -211,8 +212,11 @@ fn run_preset(args: &QuantizeArgs, preset: Preset) -> Result<()> {
     // ever quantized with the other's type), and belong together.
     minicpmv::model::inputs::check_pair(model, mmproj).context("cannot quantize the pair")?;
     if args.dry_run {
-        let sm = mq::dry_run(mq::GgufFacts::read(model).context("cannot quantize")?, preset.model)
-            .context("cannot quantize the language model")?;
+        let sm = mq::dry_run(
+            mq::GgufFacts::read(model).context("cannot quantize")?,
+            preset.model,
+        )
+        .context("cannot quantize the language model")?;
         let sp = mq::dry_run(
             mq::GgufFacts::read(mmproj).context("cannot quantize")?,
             preset.mmproj,

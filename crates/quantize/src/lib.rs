@@ -56,7 +56,5 @@ pub use job::{
 };
 pub use plan::{tensor_type_overrides, Fallback, Plan, PlannedTensor, Progress, ProgressProbe};
 pub use preset::{output_file_name, Preset, PRESETS};
-pub use report::{
-    exclusion, KeepReason, KeptTensor, ProgressSource, Summary, TypeStats,
-};
+pub use report::{exclusion, KeepReason, KeptTensor, ProgressSource, Summary, TypeStats};
 pub use types::{QuantType, TensorType, TypeError, NEEDS_IMATRIX};

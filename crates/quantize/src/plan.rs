@@ -20,9 +20,9 @@ use serde::Serialize;
 
 use crate::error::QuantizeError;
 use crate::facts::GgufFacts;
-use minicpmv_gguf::FileKind;
 use crate::ffi::{self, LogLevel, RawParams};
 use crate::types::{QuantType, TensorType};
+use minicpmv_gguf::FileKind;
 use minicpmv_llama::quantize::sys;
 
 /// llama.cpp pads every tensor's data to this (`GGUF_DEFAULT_ALIGNMENT`; the quantizer uses it

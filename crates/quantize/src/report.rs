@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::facts::{GgufFacts, TensorFacts};
-use minicpmv_gguf::human_bytes;
-use minicpmv_gguf::FileKind;
 use crate::job::Outcome;
 use crate::plan::Fallback;
 use crate::types::{QuantType, TensorType};
+use minicpmv_gguf::FileKind;
 
 /// Count, parameters and bytes of the tensors of one type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -338,7 +337,6 @@ impl Outcome {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

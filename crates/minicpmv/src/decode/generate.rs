@@ -21,8 +21,13 @@ pub enum StopReason {
 /// What the decode loop produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
+    /// The sampled tokens in order, excluding the end-of-generation token that stopped the
+    /// loop (if any); its length is the number of generated tokens.
     pub token_ids: Vec<Token>,
+    /// The detokenized text of `token_ids` (special tokens not rendered), the same text that
+    /// was streamed to `on_text`.
     pub text: String,
+    /// Why the loop ended.
     pub stop: StopReason,
     /// Seconds spent sampling and decoding the generated tokens.
     pub secs: f64,
@@ -165,6 +170,15 @@ pub fn generate_until(
     })
 }
 
+/// `n` tokens in `secs` seconds as tokens per second; 0 when no time was measured.
+pub fn tokens_per_sec(n: usize, secs: f64) -> f64 {
+    if secs > 0.0 {
+        n as f64 / secs
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,14 +200,5 @@ mod tests {
         assert_eq!(s.push(&[0xff, b'x']), "\u{fffd}x");
         assert_eq!(s.push(&[0xe2]), "");
         assert_eq!(s.finish(), "\u{fffd}");
-    }
-}
-
-/// `n` tokens in `secs` seconds as tokens per second; 0 when no time was measured.
-pub fn tokens_per_sec(n: usize, secs: f64) -> f64 {
-    if secs > 0.0 {
-        n as f64 / secs
-    } else {
-        0.0
     }
 }

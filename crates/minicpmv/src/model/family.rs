@@ -408,7 +408,6 @@ pub struct ChatTemplate {
     pub thinking: Option<Thinking>,
 }
 
-
 /// A pair of dimension sets: the real model and the tiny test model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -16,36 +16,93 @@ pub const IMAGE_TOKENS: &[&str] = &["<image>", "</image>", "<slice>", "</slice>"
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
+    /// The language model file could not be opened or parsed as GGUF.
     #[error("language model: {0}")]
     ModelFile(#[source] GgufError),
+    /// The projector file could not be opened or parsed as GGUF.
     #[error("projector: {0}")]
     ProjectorFile(#[source] GgufError),
+    /// The file given as the language model is a vision projector (its
+    /// `general.architecture` is `clip`): the two paths were probably swapped.
     #[error("{} is a vision projector (mmproj) file, not a language model", path.display())]
-    ProjectorAsModel { path: PathBuf },
+    ProjectorAsModel {
+        /// The file given as the language model.
+        path: PathBuf,
+    },
+    /// The file given as the projector is a language model: the two paths were probably
+    /// swapped.
     #[error("{} is a language model ({arch}), not a vision projector", path.display())]
-    ModelAsProjector { path: PathBuf, arch: String },
+    ModelAsProjector {
+        /// The file given as the projector.
+        path: PathBuf,
+        /// Its `general.architecture`.
+        arch: String,
+    },
+    /// The GGUF file has no `general.architecture` key, so llama.cpp cannot tell what it is.
     #[error("{} has no general.architecture key: it is not a llama.cpp model file", path.display())]
-    NoArchitecture { path: PathBuf },
+    NoArchitecture {
+        /// The file without the key.
+        path: PathBuf,
+    },
+    /// The language model's architecture is not one of [`TEXT_ARCHS`].
     #[error("{} is a {arch} model; MiniCPM-V language models are one of: {}", path.display(), TEXT_ARCHS.join(", "))]
-    UnsupportedArch { path: PathBuf, arch: String },
+    UnsupportedArch {
+        /// The language model file.
+        path: PathBuf,
+        /// Its `general.architecture`.
+        arch: String,
+    },
+    /// The projector is not a MiniCPM-V resampler llama.cpp's clip loader accepts: a required
+    /// key or tensor is missing, zero or inconsistent (see `reason`).
     #[error("{}: {reason}", path.display())]
-    BadProjector { path: PathBuf, reason: String },
+    BadProjector {
+        /// The projector file.
+        path: PathBuf,
+        /// What is wrong, as a sentence fragment for the message.
+        reason: String,
+    },
+    /// The language model lacks something llama.cpp needs (embedding width, vocabulary), or
+    /// has it with an unusable value (see `reason`).
     #[error("{}: {reason}", path.display())]
-    BadModel { path: PathBuf, reason: String },
+    BadModel {
+        /// The language model file.
+        path: PathBuf,
+        /// What is wrong, as a sentence fragment for the message.
+        reason: String,
+    },
+    /// A metadata key is present with a value type llama.cpp does not accept for it; llama.cpp
+    /// would abort the process (GGML_ASSERT) instead of returning an error.
     #[error("{}: metadata key {key} has type {found}, llama.cpp requires {expected}", path.display())]
     KeyType {
+        /// The file holding the key.
         path: PathBuf,
+        /// The metadata key, e.g. `clip.minicpmv_version`.
         key: String,
+        /// The type the file has for it (`string`, `u32`, `array`, ...).
         found: &'static str,
+        /// The type llama.cpp reads it as.
         expected: &'static str,
     },
+    /// The language model's vocabulary lacks one of [`IMAGE_TOKENS`], so image placeholders
+    /// cannot be tokenized.
     #[error("the vocabulary of {} lacks MiniCPM-V's image token {token:?}: this model cannot take images", path.display())]
-    MissingImageToken { path: PathBuf, token: String },
+    MissingImageToken {
+        /// The language model file.
+        path: PathBuf,
+        /// The missing token text, e.g. `<slice>`.
+        token: String,
+    },
+    /// The projector's output width (the width of `resampler.query`) differs from the
+    /// language model's `{arch}.embedding_length`: the files are from different models.
     #[error("the projector {} produces embeddings of width {mmproj_width}, but the language model {} has width {model_width}: the two files do not belong together", mmproj.display(), model.display())]
     WidthMismatch {
+        /// The language model file.
         model: PathBuf,
+        /// The projector file.
         mmproj: PathBuf,
+        /// The language model's embedding width, in floats per token.
         model_width: u64,
+        /// The projector's output width, in floats per embedding.
         mmproj_width: u64,
     },
 }
@@ -53,21 +110,33 @@ pub enum InputError {
 /// What the checks learned about a language model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFacts {
+    /// `general.architecture`, one of [`TEXT_ARCHS`].
     pub arch: String,
+    /// `{arch}.embedding_length`: the width of a token embedding, in floats; always > 0.
     pub n_embd: u64,
+    /// Number of tokens in the vocabulary (`tokenizer.ggml.tokens`).
     pub n_vocab: u64,
+    /// The Jinja chat template from `tokenizer.chat_template`, if the file has one.
     pub chat_template: Option<String>,
 }
 
 /// What the checks learned about a projector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectorFacts {
+    /// `clip.minicpmv_version` as stored, or 2 when missing (llama.cpp's default).
     pub minicpmv_version: i64,
+    /// The MiniCPM-V version that number stands for.
     pub version: Version,
-    /// Width of the embeddings it produces.
+    /// Width of the embeddings it produces, in floats: the first dimension of
+    /// `resampler.query`.
     pub n_embd: u64,
+    /// Embeddings (query tokens) the resampler produces per slice: `clip.minicpmv_query_num`
+    /// when present and non-zero, else 96 for version 2 and 64 later, as llama.cpp's clip
+    /// loader; equal to the second dimension of `resampler.query`.
     pub query_num: u64,
+    /// `clip.vision.image_size`: side of the square slice the vision encoder takes, in pixels.
     pub image_size: u64,
+    /// `clip.vision.patch_size`: side of a ViT patch, in pixels; divides `image_size`.
     pub patch_size: u64,
 }
 
@@ -291,7 +360,9 @@ pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputE
 /// Both files, and that they belong together.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairFacts {
+    /// What [`check_model`] learned about the language model.
     pub model: ModelFacts,
+    /// What [`check_projector`] learned about the projector; its `n_embd` equals the model's.
     pub projector: ProjectorFacts,
 }
 

@@ -30,14 +30,28 @@ use crate::vision::{load_image, plan_slices, ImageError, SliceParams};
 /// The settings of a run that change its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct PlanSettings {
+    /// Context length in tokens (`-c`): the KV cache holds this many positions.
     pub n_ctx: u32,
+    /// Logical batch size in tokens: the language model's compute buffers grow with it.
     pub n_batch: u32,
+    /// Element type of the KV cache (`--kv-type`); q8_0 and q4_0 shrink the cache.
     pub kv_type: KvType,
+    /// `--low-mem`: encode the images before the language model's weights are loaded, so the
+    /// encode phase holds only its vocabulary (see the module docs).
     pub low_mem: bool,
+    /// Memory-map the language model (the default) rather than read it into anonymous memory.
     pub use_mmap: bool,
+    /// Lock the weights in RAM (`--mlock`): mapped pages then stay resident and are not
+    /// released after repacking.
     pub use_mlock: bool,
+    /// Whether llama.cpp may repack weights for its CPU kernels; [`Repack::Auto`] is decided
+    /// per file in [`footprint`].
     pub repack: Repack,
+    /// Slice cap of the images ([`SliceParams::max_slices`], 1..=9): more slices, more
+    /// projector calls and embeddings.
     pub max_slices: u32,
+    /// Threads llama.cpp would compute with (passed to its estimate); not serialised, as it is
+    /// a property of the machine rather than of the plan.
     #[serde(skip)]
     pub n_threads: i32,
     /// The projector's attention kernel (its compute buffers depend on it).
@@ -45,6 +59,8 @@ pub struct PlanSettings {
 }
 
 impl PlanSettings {
+    /// The llama.cpp load parameters these settings imply (mmap, mlock, repack; the rest at
+    /// [`LoadParams::default`], which releases the loader's pages as the planner assumes).
     pub fn load_params(&self) -> LoadParams {
         LoadParams {
             use_mmap: self.use_mmap,
@@ -68,9 +84,15 @@ pub struct Footprint {
     pub text_token_embd_lookup_only: u64,
     /// Bytes of the GGUF header (metadata incl. the vocabulary), a bound for a vocab-only load.
     pub text_metadata: u64,
+    /// KV cache for `n_ctx` positions, in bytes (llama.cpp's estimate).
     pub kv_cache: u64,
+    /// The language model's compute buffers for one `n_batch` batch, in bytes.
     pub text_compute: u64,
+    /// The projector's weights (vision tower and resampler), in bytes; counted in the encode
+    /// phase only, and only when there are images.
     pub projector_weights: u64,
+    /// The projector's compute buffers for one slice (slices are encoded one at a time), in
+    /// bytes; counted like [`Footprint::projector_weights`].
     pub projector_compute: u64,
     /// Decoded images (RGB), kept for the whole run.
     pub image_pixels: u64,
@@ -88,25 +110,33 @@ pub struct Footprint {
 /// One line of a breakdown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Item {
+    /// What holds the memory, in words for the `plan` report (e.g. "KV cache").
     pub what: &'static str,
+    /// Resident bytes it accounts for during the phase.
     pub bytes: u64,
 }
 
 /// What is resident during one phase of the run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Phase {
+    /// `"encode"` or `"generate"`.
     pub name: &'static str,
+    /// What is resident, in a fixed order (runtime first); items of 0 bytes are kept.
     pub items: Vec<Item>,
+    /// Sum of the items' bytes.
     pub total: u64,
 }
 
 /// The prediction for one set of settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Prediction {
+    /// The settings predicted for.
     pub settings: PlanSettings,
+    /// The encode phase, then the generate phase.
     pub phases: Vec<Phase>,
-    /// The larger phase.
+    /// The larger phase's total, in bytes: the predicted peak resident memory of the run.
     pub peak: u64,
+    /// The [`Phase::name`] of that phase (generate when both are equal).
     pub peak_phase: &'static str,
 }
 
@@ -224,15 +254,22 @@ fn phase(name: &'static str, items: Vec<Item>) -> Phase {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PlanError {
+    /// The model or projector file failed the checks of [`check_pair`].
     #[error(transparent)]
     Input(#[from] InputError),
+    /// An image could not be loaded (the planner decodes each one to size its slices).
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// No slice plan exists for an image (too large, or bad slicing parameters).
     #[error("{}: {source}", path.display())]
     Slice {
+        /// The image file.
         path: PathBuf,
+        /// Why it cannot be sliced.
         source: crate::vision::SliceError,
     },
+    /// llama.cpp's `no_alloc` load for its estimate failed; the text says for which file and
+    /// why.
     #[error("llama.cpp could not estimate memory for {0}")]
     Estimate(String),
 }
@@ -315,6 +352,7 @@ pub fn footprint(
 pub struct Suggestion {
     /// The flags to add, e.g. `--low-mem -c 2048`.
     pub flags: String,
+    /// The predicted peak with those flags, in bytes.
     pub peak: u64,
 }
 
@@ -322,12 +360,22 @@ pub struct Suggestion {
 /// verdict and, when it does not fit, settings that would.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemPlan {
+    /// The language model file planned for.
     pub model: PathBuf,
+    /// The projector file planned for.
     pub mmproj: PathBuf,
+    /// What the files and llama.cpp say under the requested settings.
     pub footprint: Footprint,
+    /// The prediction under the requested settings.
     pub prediction: Prediction,
+    /// Memory available now (`None` when it cannot be read, e.g. not on Linux: then
+    /// everything is taken to fit).
     pub available: Option<AvailableMemory>,
+    /// Whether the peak fits in what is available, with a 10% margin ([`fits_in`]).
     pub fits: bool,
+    /// When it does not fit: cumulative changes, cheapest first (`--low-mem`, then a q8_0 KV
+    /// cache, then halving the context down to 2048), each tried in turn up to and including
+    /// the first that fits (all of them when none does). Empty when it fits.
     pub suggestions: Vec<Suggestion>,
 }
 

@@ -92,6 +92,7 @@ fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
 /// Memory this process can still use, in bytes, and where the figure comes from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AvailableMemory {
+    /// Bytes this process can still make resident without swapping.
     pub bytes: u64,
     /// `MemAvailable` of /proc/meminfo, or a cgroup limit when that is tighter.
     pub source: String,

@@ -36,10 +36,17 @@ pub enum LayoutItem {
     Chunk(usize),
 }
 
+/// Opens the overview's embeddings (and, in [`LayoutStyle::V2_5`], each slice's);
+/// mtmd's `tok_ov_img_start`.
 pub const IMAGE_START: &str = "<image>";
+/// Closes what [`IMAGE_START`] opened; mtmd's `tok_ov_img_end`.
 pub const IMAGE_END: &str = "</image>";
+/// In [`LayoutStyle::V2_6`] opens each slice's embeddings; in [`LayoutStyle::V2_5`] opens the
+/// whole grid of slices (mtmd's `tok_slices_start`).
 pub const SLICE_START: &str = "<slice>";
+/// Closes what [`SLICE_START`] opened.
 pub const SLICE_END: &str = "</slice>";
+/// Separates rows of slices (none after the last row); mtmd's `tok_row_end`.
 pub const ROW_END: &str = "\n";
 
 /// Every token text a layout can use.

@@ -14,6 +14,8 @@ pub struct LayoutTokens {
 }
 
 impl LayoutTokens {
+    /// Scans the vocabulary of `model` for every text in [`LAYOUT_TOKENS`], rendering special
+    /// tokens; fails with [`NativeError::MissingLayoutToken`] naming the first text not found.
     pub fn lookup(model: &Model) -> Result<LayoutTokens, NativeError> {
         let mut ids = [-1; LAYOUT_TOKENS.len()];
         let mut missing = LAYOUT_TOKENS.len();
@@ -37,6 +39,7 @@ impl LayoutTokens {
         Ok(LayoutTokens { ids })
     }
 
+    /// The token id of `text`, one of [`LAYOUT_TOKENS`]; -1 for any other text.
     pub fn id(&self, text: &str) -> Token {
         LAYOUT_TOKENS
             .iter()
@@ -48,8 +51,16 @@ impl LayoutTokens {
 /// One run of the model's input: text tokens, or the embeddings of one chunk of one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
+    /// Text and layout tokens, decoded as token ids; never empty, and never next to another
+    /// `Tokens` segment (adjacent runs are merged).
     Tokens(Vec<Token>),
-    Chunk { image: usize, chunk: usize },
+    /// The projector's embeddings of one chunk, decoded as embeddings (`query_num` positions).
+    Chunk {
+        /// Index of the image in the request, in the order of the markers.
+        image: usize,
+        /// The chunk of that image: 0 is the overview, 1.. the slices in row-major order.
+        chunk: usize,
+    },
 }
 
 /// The full input sequence for `formatted` (a chat-formatted prompt with one `marker` per

@@ -8,12 +8,16 @@ use crate::model::family::{self, Version};
 /// Who speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Instructions that frame the conversation; the version may supply a default one.
     System,
+    /// The person asking: prompts and images.
     User,
+    /// The model's replies.
     Assistant,
 }
 
 impl Role {
+    /// The role name chat templates use: `system`, `user` or `assistant`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
@@ -26,11 +30,14 @@ impl Role {
 /// One message of a conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Who says it.
     pub role: Role,
+    /// The text, with one image marker per image for user messages (see [`user_content`]).
     pub content: String,
 }
 
 impl Message {
+    /// A message from [`Role::User`].
     pub fn user(content: impl Into<String>) -> Message {
         Message {
             role: Role::User,
@@ -38,6 +45,7 @@ impl Message {
         }
     }
 
+    /// A message from [`Role::Assistant`], e.g. an earlier reply in a chat.
     pub fn assistant(content: impl Into<String>) -> Message {
         Message {
             role: Role::Assistant,
@@ -188,7 +196,10 @@ mod tests {
     fn markers_placed_by_the_user_must_match_the_images() {
         let m = MEDIA_MARKER;
         let placed = format!("first {m} then {m}");
-        assert_eq!(user_content(Version::V2_6, &placed, 2, m), Ok(placed.clone()));
+        assert_eq!(
+            user_content(Version::V2_6, &placed, 2, m),
+            Ok(placed.clone())
+        );
         assert_eq!(user_content(Version::V2_6, &placed, 3, m), Err((2, 3)));
     }
 

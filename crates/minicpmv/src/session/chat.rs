@@ -51,12 +51,15 @@ pub struct ChatConfig {
     pub n_predict: usize,
     /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
     pub ignore_eos: bool,
+    /// Sampling settings of the llama.cpp sampler chain; a new sampler is made each turn.
     pub sampling: SamplerParams,
+    /// CPU threads for the projector and for the language model.
     pub n_threads: i32,
     /// Context length in tokens: the whole conversation must fit.
     pub n_ctx: u32,
     /// Largest batch per decode call.
     pub n_batch: u32,
+    /// Largest image accepted by [`ChatSession::attach_image`], in pixels (width x height).
     pub max_image_pixels: u64,
     /// Slices per image at most (1..=9).
     pub max_slices: u32,
@@ -66,6 +69,7 @@ pub struct ChatConfig {
     pub projector_attention: ProjectorAttention,
     /// A system message at the start of the conversation (the template's default otherwise).
     pub system: Option<String>,
+    /// Where and how much the image embedding cache keeps (memory and disk).
     pub cache: CacheConfig,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -100,39 +104,73 @@ impl Default for ChatConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChatError {
+    /// The projector file failed the checks of [`check_projector`] in [`ChatSession::new`].
     #[error(transparent)]
     Input(#[from] InputError),
+    /// An attached image could not be read or decoded, or exceeds
+    /// [`ChatConfig::max_image_pixels`] (when attached, or when reloaded for re-encoding).
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// No slice grid could be planned for an attached image.
     #[error("{}: {source}", path.display())]
-    Slice { path: PathBuf, source: SliceError },
+    Slice {
+        /// The image file.
+        path: PathBuf,
+        /// Why planning failed.
+        source: SliceError,
+    },
+    /// The projector failed to load when an image first had to be encoded.
     #[error(transparent)]
     Clip(#[from] ClipError),
+    /// The layout tokens are missing from the vocabulary, or encoding an image failed.
     #[error(transparent)]
     Native(#[from] NativeError),
+    /// Creating the context failed, or a prefill or generation failed (the KV cache is then
+    /// cleared).
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The embedding cache could not be opened, or the projector could not be identified for
+    /// its keys.
     #[error(transparent)]
     Cache(#[from] EmbdCacheError),
+    /// A message could not be formatted: image markers in the text do not match its images
+    /// ([`RunError::MarkerCount`]).
     #[error(transparent)]
     Format(#[from] RunError),
+    /// The projector's output width differs from the loaded model's embedding width.
     #[error("the projector {} produces embeddings of width {mmproj_width}, but the language model has width {model_width}: the two files do not belong together", mmproj.display())]
     WidthMismatch {
+        /// The projector file.
         mmproj: PathBuf,
+        /// The language model's embedding width, in floats per token.
         model_width: usize,
+        /// The projector's output width, in floats per embedding.
         mmproj_width: u64,
     },
+    /// The whole conversation with the new question, plus one position for the answer's
+    /// first token, does not fit in [`ChatConfig::n_ctx`]; the turn is not started.
     #[error("the conversation needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
+        /// Positions needed: `n_text + n_image + 1`.
         needed: usize,
+        /// Text tokens of the conversation, template and image layout tokens included.
         n_text: usize,
+        /// Image embeddings of the conversation (`query_num` per chunk).
         n_image: usize,
+        /// The context length, in positions.
         n_ctx: u32,
     },
+    /// An image whose embeddings had to be computed again was reloaded from disk and its
+    /// pixels no longer match the SHA-256 digest taken when it was attached.
     #[error("image {} changed on disk since it was attached to the conversation", path.display())]
-    ImageChanged { path: PathBuf },
+    ImageChanged {
+        /// The image file.
+        path: PathBuf,
+    },
+    /// [`ChatSession::ask`] with an empty text and no attached image.
     #[error("an empty message and no image: nothing to ask")]
     Nothing,
+    /// llama.cpp returned no sampler chain for [`ChatConfig::sampling`].
     #[error("could not create the sampler")]
     Sampler,
 }
@@ -184,15 +222,21 @@ fn kv_reuse(old: &[Pos], new: &[Pos]) -> usize {
 pub struct TurnTimings {
     /// Loading the projector (only the turn that first needs it).
     pub projector_load_secs: f64,
+    /// Encoding this turn's images that missed both caches (sum of `chunk_encode_secs`).
     pub image_encode_secs: f64,
     /// Seconds of each projector call of this turn.
     pub chunk_encode_secs: Vec<f64>,
     /// Prefill of the new positions.
     pub prompt_secs: f64,
+    /// New positions prefilled per second of `prompt_secs`.
     pub prompt_tokens_per_sec: f64,
+    /// From the start of [`ChatSession::ask`] to the first token of the answer.
     pub time_to_first_token_secs: f64,
+    /// Sampling and decoding the answer's tokens.
     pub generate_secs: f64,
+    /// Answer tokens per second of `generate_secs`.
     pub generate_tokens_per_sec: f64,
+    /// The whole turn, from the start of [`ChatSession::ask`] to the end of the answer.
     pub total_secs: f64,
 }
 
@@ -201,8 +245,11 @@ pub struct TurnTimings {
 pub struct TurnOutput {
     /// 1 for the first turn after start or [`ChatSession::reset`].
     pub turn: usize,
+    /// The answer, as streamed in [`Event::Text`]; it is also kept in the history.
     pub text: String,
+    /// The answer's generated token ids.
     pub token_ids: Vec<Token>,
+    /// Why the answer ended.
     pub stop: StopReason,
     /// Projector calls made for this turn (0 when every image came from the KV cache or the
     /// embedding cache).
@@ -218,7 +265,10 @@ pub struct TurnOutput {
     /// Images whose embeddings this turn needed and found in the embedding cache / had to
     /// encode.
     pub cache_hits: usize,
+    /// Images whose embeddings this turn needed and had to encode (not in the embedding
+    /// cache).
     pub cache_misses: usize,
+    /// Where the turn's time went.
     pub timings: TurnTimings,
 }
 
@@ -368,6 +418,8 @@ impl<'m> ChatSession<'m> {
         self.kv.len()
     }
 
+    /// Lookups (memory hits, disk hits, misses), disk writes and evictions of the embedding
+    /// cache since the session started.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
     }
@@ -377,6 +429,7 @@ impl<'m> ChatSession<'m> {
         self.n_projector_calls
     }
 
+    /// The settings the session was started with.
     pub fn config(&self) -> &ChatConfig {
         &self.cfg
     }

@@ -40,28 +40,39 @@ pub enum Pipeline {
 /// Everything a run needs.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// The language model GGUF file.
     pub model: PathBuf,
+    /// The vision projector (mmproj) GGUF file.
     pub mmproj: PathBuf,
+    /// Image files of this prompt, in the order of its image markers (or, without markers,
+    /// in the order the version's layout places them).
     pub images: Vec<PathBuf>,
+    /// The user's text, placed in the chat template; may contain image markers.
     pub prompt: String,
     /// Tokens to generate at most.
     pub n_predict: usize,
     /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
     pub ignore_eos: bool,
+    /// Sampling settings (temperature, top-k/top-p, seed, ...) of the llama.cpp sampler chain.
     pub sampling: SamplerParams,
+    /// CPU threads for the projector and for the language model (prompt and generation).
     pub n_threads: i32,
     /// Context length in tokens.
     pub n_ctx: u32,
     /// Largest batch per decode call.
     pub n_batch: u32,
+    /// Largest image accepted, in pixels (width x height from the file header); larger images
+    /// fail before any pixel is decoded.
     pub max_image_pixels: u64,
     /// Slices per image at most (1..=9; 1 = overview only). The llama.cpp pipeline only does 9.
     pub max_slices: u32,
+    /// Which implementation turns the images into model input.
     pub pipeline: Pipeline,
     /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
     pub warmup: bool,
     /// Attention kernel of the projector's vision tower (both pipelines).
     pub projector_attention: ProjectorAttention,
+    /// How llama.cpp loads the language model (mmap, mlock, weight repacking, ...).
     pub load: LoadParams,
     /// Element type of the KV cache.
     pub kv_type: KvType,
@@ -93,8 +104,12 @@ impl RunConfig {
 /// [`RunConfig::images`] in the prompt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryMessage {
+    /// Who said it.
     pub role: template::Role,
+    /// What was said, as typed or generated (image markers are placed by
+    /// [`history_message`]).
     pub text: String,
+    /// Image files attached to it; must be empty unless `role` is [`template::Role::User`].
     pub images: Vec<PathBuf>,
 }
 
@@ -104,11 +119,18 @@ pub enum Event<'a> {
     /// Generated text, as it streams.
     Text(&'a str),
     /// Image encoding starts: `total` projector calls ahead.
-    EncodeStart { total: usize },
+    EncodeStart {
+        /// Projector calls the run will make: one per chunk (overview or slice) of every
+        /// image.
+        total: usize,
+    },
     /// One projector call finished.
     ChunkEncoded {
+        /// Projector calls finished so far, this one included (1..=`total`).
         done: usize,
+        /// The `total` of [`Event::EncodeStart`].
         total: usize,
+        /// Seconds this call took.
         secs: f64,
     },
 }
@@ -124,18 +146,24 @@ pub struct Timings {
     pub chunk_encode_secs: Vec<f64>,
     /// Language-model prefill of the prompt (text and image embeddings), encode excluded.
     pub prompt_secs: f64,
+    /// Prompt positions (text tokens and image embeddings) per second of `prompt_secs`.
     pub prompt_tokens_per_sec: f64,
     /// From the start of the run to the first generated token.
     pub time_to_first_token_secs: f64,
+    /// Sampling and decoding the generated tokens.
     pub generate_secs: f64,
+    /// Generated tokens per second of `generate_secs`.
     pub generate_tokens_per_sec: f64,
+    /// The whole run, from its start (checks included) to the end of generation.
     pub total_secs: f64,
 }
 
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunOutput {
+    /// The pipeline that ran.
     pub pipeline: Pipeline,
+    /// The generated text, as streamed in [`Event::Text`].
     pub text: String,
     /// Generated token ids.
     pub token_ids: Vec<Token>,
@@ -153,7 +181,9 @@ pub struct RunOutput {
     /// embeddings into full batches, llama.cpp's mtmd decodes each text run and image chunk on
     /// its own.
     pub prompt_decode_calls: usize,
+    /// Why generation ended.
     pub stop: StopReason,
+    /// Where the time went.
     pub timings: Timings,
     /// Whether the sequential low-memory mode ran.
     pub low_mem: bool,
@@ -169,41 +199,81 @@ pub struct RunOutput {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// The model or projector file failed the checks made before loading
+    /// ([`check_pair`]).
     #[error(transparent)]
     Input(#[from] InputError),
+    /// An image file could not be read or decoded, or exceeds
+    /// [`RunConfig::max_image_pixels`].
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// No slice grid could be planned for an image.
     #[error("{}: {source}", path.display())]
-    Slice { path: PathBuf, source: SliceError },
+    Slice {
+        /// The image file.
+        path: PathBuf,
+        /// Why planning failed.
+        source: SliceError,
+    },
+    /// llama.cpp could not load the language model (or its vocabulary).
     #[error(transparent)]
     ModelLoad(#[from] crate::ffi::ModelLoadError),
+    /// The projector failed to load (native pipeline).
     #[error(transparent)]
     Clip(#[from] crate::ffi::ClipError),
+    /// llama.cpp's mtmd failed to load, tokenize or evaluate (llama.cpp pipeline).
     #[error(transparent)]
     Mtmd(#[from] mtmd::MtmdError),
+    /// Laying out, encoding or prefilling the prompt failed (native pipeline).
     #[error(transparent)]
     Native(#[from] NativeError),
+    /// Creating the context or decoding a batch failed.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The prompt, plus one position for the first generated token, does not fit in
+    /// [`RunConfig::n_ctx`]; found before anything is decoded.
     #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
+        /// Positions needed: `n_text + n_image + 1`.
         needed: usize,
+        /// Text tokens of the prompt, chat template and image layout tokens included.
         n_text: usize,
+        /// Image embeddings of the prompt (`query_num` per chunk).
         n_image: usize,
+        /// The context length, in positions.
         n_ctx: u32,
     },
+    /// The user placed image markers in a prompt (or history message) but not one per
+    /// attached image.
     #[error("the prompt has {markers} image placeholders but {images} images were given")]
-    MarkerCount { markers: usize, images: usize },
+    MarkerCount {
+        /// Markers found in the text.
+        markers: usize,
+        /// Images attached to it.
+        images: usize,
+    },
+    /// A history message of a role other than user has images attached.
     #[error("a {role} message of the history has {images} images attached; only user messages carry images")]
-    HistoryImages { role: &'static str, images: usize },
+    HistoryImages {
+        /// The message's role name ([`template::Role::as_str`]).
+        role: &'static str,
+        /// Images attached to it.
+        images: usize,
+    },
+    /// [`RunConfig::low_mem`] was asked for with [`Pipeline::LlamaCpp`].
     #[error("low-memory loading needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
     LowMemNeedsNative,
+    /// [`RunConfig::max_slices`] is not 9 with [`Pipeline::LlamaCpp`]; holds the cap asked for.
     #[error("a cap of {0} slices needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
     MaxSlicesNeedsNative(u32),
+    /// The prompt is empty and no image was given.
     #[error("no prompt and no image: nothing to run")]
     Nothing,
+    /// llama.cpp returned no sampler chain for [`RunConfig::sampling`].
     #[error("could not create the sampler")]
     Sampler,
+    /// After the prefill, llama.cpp had no logits for the last prompt position, so nothing can
+    /// be sampled.
     #[error("llama.cpp gave no logits for the last prompt position")]
     NoLogits,
 }

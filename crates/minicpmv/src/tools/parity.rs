@@ -28,15 +28,25 @@ pub enum SeqItem {
 /// The comparison of the two pipelines on one run configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ParityReport {
+    /// Our input sequence: the chat template's tokens with the layout tokens and one
+    /// [`SeqItem::Image`] per chunk, as [`sequence::build_sequence`] lays them out.
     pub sequence_native: Vec<SeqItem>,
+    /// llama.cpp's, from `mtmd_tokenize` on the same formatted prompt and images.
     pub sequence_llama_cpp: Vec<SeqItem>,
+    /// Whether the two sequences are identical (every token, every chunk's size).
     pub sequence_equal: bool,
     /// Per image chunk (in input order): the size of the preprocessed input of both pipelines
     /// and the largest absolute difference between their embeddings.
     pub chunks: Vec<ChunkParity>,
+    /// The largest [`ChunkParity::max_abs_diff`]; infinite when the pipelines produced a
+    /// different number of chunks.
     pub max_abs_diff: f32,
+    /// The greedy tokens of our whole pipeline (prefill batched as mtmd does, so that the
+    /// comparison is exact).
     pub tokens_native: Vec<Token>,
+    /// The greedy tokens of llama.cpp's mtmd pipeline, `n_predict` of them (EOS ignored).
     pub tokens_llama_cpp: Vec<Token>,
+    /// Whether the two token lists are identical.
     pub tokens_equal: bool,
     /// Our prefill packs text and image embeddings into full batches; llama.cpp's mtmd decodes
     /// each text run and image chunk on its own. Both over our embeddings, in one context.
@@ -47,7 +57,11 @@ pub struct ParityReport {
 /// last prompt position (from which the first token is sampled).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PrefillParity {
+    /// `llama_decode` calls of our packed prefill (full `n_batch` batches across text and
+    /// image boundaries).
     pub decode_calls_packed: usize,
+    /// `llama_decode` calls when each text run and image chunk is decoded on its own, as
+    /// mtmd's `mtmd_helper_eval_chunks` does.
     pub decode_calls_per_chunk: usize,
     /// Largest absolute difference between the two logit vectors.
     pub logits_max_abs_diff: f32,
@@ -76,9 +90,14 @@ impl PrefillParity {
 /// moves the logits by 6-8% (tiny) and 11% (real shape).
 pub const PREFILL_LOGITS_REL_TOLERANCE: f32 = 5e-2;
 
+/// One image chunk (overview or slice) compared across the pipelines: our projector call on our
+/// preprocessing against mtmd's `mtmd_encode_chunk` on its own.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChunkParity {
+    /// Embeddings our projector produced for the chunk (its query count, 64 or 96).
     pub n_tokens: usize,
+    /// Largest absolute difference between the two embedding matrices; infinite when their
+    /// sizes differ.
     pub max_abs_diff: f32,
 }
 

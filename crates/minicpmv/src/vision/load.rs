@@ -5,14 +5,19 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-/// Default pixel limit: 64 megapixels.
+/// Default pixel limit of [`load_image`]: 64 megapixels (width x height), about 192 MB once
+/// decoded to RGB8. The CLI's `--max-image-pixels` overrides it.
 pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
 
 /// An image decoded to RGB8, EXIF orientation applied, alpha dropped (see [`load_image`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedImage {
+    /// The file it was read from, for messages (the embedding cache keys on the pixels, not on
+    /// this).
     pub path: PathBuf,
+    /// Width in pixels, after EXIF orientation; never 0.
     pub width: u32,
+    /// Height in pixels, after EXIF orientation; never 0.
     pub height: u32,
     /// `width * height * 3` bytes, row-major RGB.
     pub rgb: Vec<u8>,
@@ -22,32 +27,67 @@ pub struct LoadedImage {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
+    /// Nothing exists at the path.
     #[error("image file {} does not exist", path.display())]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path names a directory.
     #[error("image path {} is a directory, not an image file", path.display())]
-    IsDirectory { path: PathBuf },
+    IsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file has zero bytes.
     #[error("image file {} is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Reading the file failed (permissions, an I/O error).
     #[error("cannot read image file {}: {source}", path.display())]
     Io {
+        /// The path given.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// The first bytes match none of the formats the `image` crate was built with.
     #[error("{} is not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF)", path.display())]
-    UnknownFormat { path: PathBuf },
-    #[error("cannot decode image {}: {reason} (is it truncated or corrupt?)", path.display())]
-    Decode { path: PathBuf, reason: String },
-    #[error("image {} is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels (raise it with --max-image-pixels)", path.display(), pixels = *width as u64 * *height as u64)]
-    TooLarge {
+    UnknownFormat {
+        /// The path given.
         path: PathBuf,
+    },
+    /// The format is known but the data does not decode (truncated or corrupt), including a
+    /// JPEG whose last scan is not followed by an end-of-image marker.
+    #[error("cannot decode image {}: {reason} (is it truncated or corrupt?)", path.display())]
+    Decode {
+        /// The path given.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// The header announces more pixels than allowed; no pixel was decoded.
+    #[error("image {} is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels", path.display(), pixels = *width as u64 * *height as u64)]
+    TooLarge {
+        /// The path given.
+        path: PathBuf,
+        /// Width from the header, in pixels.
         width: u32,
+        /// Height from the header, in pixels.
         height: u32,
+        /// The `max_pixels` passed to [`load_image`].
         limit: u64,
     },
+    /// The header announces a zero width or height.
     #[error("image {} has a zero size ({width}x{height})", path.display())]
     ZeroSize {
+        /// The path given.
         path: PathBuf,
+        /// Width from the header, in pixels.
         width: u32,
+        /// Height from the header, in pixels.
         height: u32,
     },
 }

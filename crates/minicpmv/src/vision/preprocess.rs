@@ -11,10 +11,13 @@ use super::load::LoadedImage;
 use super::resize::{self, ResizeError, RgbImage};
 use super::slice::{SlicePlan, SliceRect};
 
-/// A normalised float image, HWC (3 floats per pixel, RGB).
+/// A normalised float image, HWC (3 floats per pixel, RGB), as llama.cpp's `clip_image_f32`
+/// holds it: each value is `(byte / 255 - mean[c]) / std[c]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct F32Image {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// `width * height * 3` floats.
     pub data: Vec<f32>,
@@ -23,7 +26,10 @@ pub struct F32Image {
 /// The projector inputs for one image: the overview, then the slices in row-major order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preprocessed {
+    /// The whole image stretched to [`SlicePlan::overview`].
     pub overview: F32Image,
+    /// One image per [`SlicePlan::slices`] rectangle, in the same order, cut from the refined
+    /// image; empty when the plan has no grid.
     pub slices: Vec<F32Image>,
 }
 
@@ -38,18 +44,40 @@ impl Preprocessed {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PreprocessError {
+    /// The pixel buffer's length is not `width * height * 3`.
     #[error("pixel buffer holds {len} bytes, a {width}x{height} RGB image needs {}", *width as usize * *height as usize * 3)]
-    BufferSize { width: u32, height: u32, len: usize },
+    BufferSize {
+        /// Width given, in pixels.
+        width: u32,
+        /// Height given, in pixels.
+        height: u32,
+        /// Bytes in the buffer.
+        len: usize,
+    },
+    /// The plan's [`SlicePlan::source`] is not the image's size.
     #[error("the slice plan was made for a {}x{} image, not {width}x{height}", plan.0, plan.1)]
     PlanMismatch {
+        /// Width of the image, in pixels.
         width: u32,
+        /// Height of the image, in pixels.
         height: u32,
+        /// The `(width, height)` the plan was made for.
         plan: (u32, u32),
     },
+    /// The plan contradicts itself (slices without a refined size); the text says how. Only a
+    /// hand-made plan can do this: [`super::plan_slices`] never returns one.
     #[error("the slice plan is inconsistent: {0}")]
     BadPlan(String),
+    /// A standard deviation is zero or not finite, so the normalisation cannot divide by it.
     #[error("std[{channel}] is {value}; the normalisation divides by it")]
-    Std { channel: usize, value: f32 },
+    Std {
+        /// The channel: 0 red, 1 green, 2 blue.
+        channel: usize,
+        /// The offending value.
+        value: f32,
+    },
+    /// Resizing or cropping refused (a target beyond llama.cpp's limits, a slice outside the
+    /// refined image).
     #[error(transparent)]
     Resize(#[from] ResizeError),
 }

@@ -30,7 +30,9 @@ pub const MAX_RESIZE_SIDE: u32 = 65_536;
 /// An owned 8-bit RGB image, row-major, 3 bytes per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RgbImage {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
     /// `width * height * 3` bytes.
     pub data: Vec<u8>,
@@ -40,21 +42,52 @@ pub struct RgbImage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ResizeError {
+    /// The source buffer's length is not `width * height * 3`.
     #[error("pixel buffer holds {len} bytes, a {width}x{height} RGB image needs {}", *width as usize * *height as usize * 3)]
-    BufferSize { width: u32, height: u32, len: usize },
+    BufferSize {
+        /// Width given, in pixels.
+        width: u32,
+        /// Height given, in pixels.
+        height: u32,
+        /// Bytes in the buffer.
+        len: usize,
+    },
+    /// The source image has a zero side.
     #[error("cannot resize a {width}x{height} image (zero size)")]
-    ZeroSource { width: u32, height: u32 },
+    ZeroSource {
+        /// Width given, in pixels.
+        width: u32,
+        /// Height given, in pixels.
+        height: u32,
+    },
+    /// A target side is 0 or above [`MAX_RESIZE_SIDE`] (llama.cpp's `resize_pillow` refuses
+    /// it too). For [`resize_pad`] this is the aspect-preserving size inside the canvas.
     #[error(
         "resize target {width}x{height} is out of range (each side 1..={max}, llama.cpp's limit)"
     )]
-    Target { width: u32, height: u32, max: u32 },
+    Target {
+        /// Target width, in pixels.
+        width: u32,
+        /// Target height, in pixels.
+        height: u32,
+        /// The largest side allowed, [`MAX_RESIZE_SIDE`].
+        max: u32,
+    },
+    /// The crop rectangle is empty or reaches outside the image (or the image's buffer does
+    /// not match its size).
     #[error("crop {w}x{h} at ({x},{y}) does not fit in a {width}x{height} image")]
     Crop {
+        /// Left edge of the rectangle, in pixels.
         x: u32,
+        /// Top edge of the rectangle, in pixels.
         y: u32,
+        /// Width of the rectangle, in pixels.
         w: u32,
+        /// Height of the rectangle, in pixels.
         h: u32,
+        /// Width of the image cropped, in pixels.
         width: u32,
+        /// Height of the image cropped, in pixels.
         height: u32,
     },
 }
@@ -183,6 +216,8 @@ pub fn crop(img: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> Result<RgbImage, 
     })
 }
 
+/// Whether the `w` x `h` rectangle at (`x`, `y`) is non-empty and inside `img`
+/// ([`ResizeError::Crop`] otherwise).
 pub(crate) fn check_crop(
     img: &RgbImage,
     x: u32,

@@ -69,12 +69,17 @@ impl Default for SliceParams {
     }
 }
 
-/// One slice: a rectangle of the refined image, in pixels.
+/// One slice: a rectangle of the refined image, in pixels. In a plan every slice has the size
+/// [`SlicePlan::slice`] and the slices tile [`SlicePlan::refine`] exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SliceRect {
+    /// Left edge: column index times the slice width.
     pub x: u32,
+    /// Top edge: row index times the slice height.
     pub y: u32,
+    /// Width, a multiple of the patch size.
     pub w: u32,
+    /// Height, a multiple of the patch size.
     pub h: u32,
 }
 
@@ -112,18 +117,43 @@ impl SlicePlan {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SliceError {
+    /// The image has a zero side.
     #[error("image has a zero size ({width}x{height})")]
-    ZeroSize { width: u32, height: u32 },
+    ZeroSize {
+        /// Image width, in pixels.
+        width: u32,
+        /// Image height, in pixels.
+        height: u32,
+    },
+    /// A side exceeds [`MAX_IMAGE_SIDE`], which llama.cpp would assert on.
     #[error(
         "image is {width}x{height}; each side must be at most {max} pixels (llama.cpp's limit)"
     )]
-    TooLarge { width: u32, height: u32, max: u32 },
+    TooLarge {
+        /// Image width, in pixels.
+        width: u32,
+        /// Image height, in pixels.
+        height: u32,
+        /// The limit, [`MAX_IMAGE_SIDE`].
+        max: u32,
+    },
+    /// [`SliceParams::max_slices`] is 0 or above [`LLAMA_CPP_MAX_SLICES`].
     #[error("max_slices is {max_slices}; it must be in 1..={max}")]
-    MaxSlices { max_slices: u32, max: u32 },
+    MaxSlices {
+        /// The value given.
+        max_slices: u32,
+        /// The largest value allowed, [`LLAMA_CPP_MAX_SLICES`].
+        max: u32,
+    },
+    /// The projector sizes are unusable: a zero patch, a patch larger than the input, or an
+    /// input side above [`MAX_IMAGE_SIDE`].
     #[error("invalid slicing parameters: image_size {image_size}, patch_size {patch_size} (need 1 <= patch_size <= image_size <= {max})")]
     Params {
+        /// [`SliceParams::image_size`] given.
         image_size: u32,
+        /// [`SliceParams::patch_size`] given.
         patch_size: u32,
+        /// The largest `image_size` allowed, [`MAX_IMAGE_SIDE`].
         max: u32,
     },
 }
