@@ -10,12 +10,12 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use minicpmv::gguf::{GgufFile, GgufWriter, MetaArray, MetaValue, TensorInfo};
 
-use crate::harness::{bin, file_with, image, tiny_pair, work_dir, Run};
+use crate::harness::{command, file_with, image, tiny_pair, work_dir, Run};
 
 /// A run still going after this long is a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(120);
@@ -45,9 +45,7 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-    let mut child = Command::new(bin())
-        .args(&args)
-        .env("MINICPMV_HOME", work_dir().join("home"))
+    let mut child = command(&args, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

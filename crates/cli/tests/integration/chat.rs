@@ -2,9 +2,7 @@
 //! `/image`, `/reset`, and answers identical to a fresh single-turn run of the same
 //! conversation. Projector calls are counted by the binary, never timed.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -13,35 +11,9 @@ use minicpmv::prompt::template::Role;
 use minicpmv::session::run::{run_with_history, HistoryMessage, Pipeline, RunConfig};
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 
-use crate::harness::{bin, image, minicpmv, tiny_pair, work_dir, Run};
+use crate::harness::{image, minicpmv, minicpmv_with_stdin, tiny_pair, work_dir, Run};
 
 const N_PREDICT: &str = "12";
-
-/// Runs `minicpmv ARGS...` with `stdin` as its standard input.
-fn minicpmv_with_stdin<I, S>(args: I, stdin: &str) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut child = Command::new(bin())
-        .args(args)
-        .env("MINICPMV_HOME", work_dir().join("home"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start the minicpmv binary");
-    {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(stdin.as_bytes()).expect("write stdin");
-    }
-    let o = child.wait_with_output().expect("wait for minicpmv");
-    Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
 
 /// `minicpmv chat` on the tiny 2.6 pair, greedy, with `extra` arguments and a script on stdin;
 /// returns the JSON object of each turn.

@@ -94,11 +94,45 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    let mut cmd = command(args, env);
+    cmd.stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("cannot start the minicpmv binary");
+    Run::from_output(out)
+}
+
+/// Runs `minicpmv ARGS...` like [`minicpmv`], with `stdin` as its standard input.
+pub fn minicpmv_with_stdin<I, S>(args: I, stdin: &str) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command(args, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the minicpmv binary");
+    {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    Run::from_output(child.wait_with_output().expect("wait for minicpmv"))
+}
+
+/// The `Command` every test runs the binary with: [`bin_command`], `ARGS`, an isolated
+/// MINICPMV_HOME, offline (`MINICPMV_OFFLINE=1`), nothing from the caller's environment that
+/// could send it elsewhere, then `env`. Standard streams are the caller's to set.
+pub fn command<I, S>(args: I, env: &[(&str, &std::ffi::OsStr)]) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut cmd = bin_command();
     cmd.args(args)
         .env("MINICPMV_HOME", work_dir().join("home"))
-        .env("MINICPMV_OFFLINE", "1")
-        .stdin(std::process::Stdio::null());
+        .env("MINICPMV_OFFLINE", "1");
     // Nothing from the caller's environment may send a test elsewhere.
     for var in [
         "HF_ENDPOINT",
@@ -116,8 +150,7 @@ where
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("cannot start the minicpmv binary");
-    Run::from_output(out)
+    cmd
 }
 
 /// A temporary folder shared by all tests of this process, removed at exit by the OS temp
