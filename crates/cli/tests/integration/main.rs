@@ -4,6 +4,7 @@
 mod harness;
 
 mod bad_input;
+mod bench_script;
 mod chat;
 mod independent_gguf;
 mod memory;
