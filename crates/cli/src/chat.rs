@@ -16,10 +16,9 @@ use clap::Args;
 use serde::Serialize;
 
 use minicpmv::encode::cache::{CacheConfig, CacheStats};
-use minicpmv::ffi::Model;
-use minicpmv::model::inputs::check_pair;
 use minicpmv::session::chat::{ChatConfig, ChatSession, TurnOutput};
 use minicpmv::session::run::Event;
+use minicpmv::Pair;
 
 use super::common::{GenerationArgs, ModelArgs};
 use super::output::{show_progress, EncodeProgress, Stdout};
@@ -184,30 +183,25 @@ const HELP: &str = "commands: /image PATH (attach an image to the next message),
 
 pub fn main(args: ChatArgs) -> Result<()> {
     let (model_path, mmproj, _synthetic) = args.pair.resolve()?;
-    check_pair(&model_path, &mmproj)?;
     let gen = &args.gen;
-    let cfg = ChatConfig {
-        n_predict: gen.n_predict as usize,
-        ignore_eos: gen.ignore_eos,
-        sampling: gen.sampling(),
-        n_threads: gen.n_threads(),
-        n_ctx: gen.memory.ctx_size,
-        n_batch: gen.memory.n_batch(),
-        max_image_pixels: gen.memory.max_image_pixels,
-        max_slices: gen.memory.max_slices,
-        warmup: args.warmup,
-        projector_attention: gen.memory.projector_attention,
-        system: args.system.clone(),
-        cache: CacheConfig {
+    let low_mem = gen.low_mem_for(&model_path, &mmproj, &args.images);
+    let mut loaded = Pair::open(
+        &model_path,
+        &mmproj,
+        gen.session_options(low_mem, args.warmup),
+    )?;
+    let mut config = ChatConfig::default()
+        .generation(gen.generation())
+        .max_slices(gen.memory.max_slices)
+        .cache(CacheConfig {
             mem_max_bytes: mib_to_bytes(args.embd_cache_mem_mb),
             dir: args.embd_cache.clone(),
             disk_max_bytes: mib_to_bytes(args.embd_cache_max_mb),
-        },
-        kv_type: gen.memory.kv_type(),
-        low_mem: gen.low_mem_for(&model_path, &mmproj, &args.images),
-    };
-    let model = Model::load(&model_path, gen.load_params())?;
-    let mut session = ChatSession::new(&model, &mmproj, cfg)?;
+        });
+    if let Some(system) = &args.system {
+        config = config.system(system);
+    }
+    let mut session = loaded.chat(config)?;
     for img in &args.images {
         session.attach_image(img)?;
     }

@@ -10,6 +10,7 @@ use minicpmv::ffi::repack::Repack;
 use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
 use minicpmv::plan::memory::{self as memplan, PlanSettings};
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
+use minicpmv::{Generation, SessionOptions};
 
 use super::output::human_bytes;
 
@@ -91,8 +92,8 @@ pub struct MemoryArgs {
     pub no_repack: bool,
     /// KV cache element type; q8_0 and q4_0 (with flash attention) cut its size to about
     /// half and a quarter.
-    #[arg(long, value_enum, default_value = "f16")]
-    pub kv_type: KvTypeArg,
+    #[arg(long, value_name = "f16|q8_0|q4_0", default_value = "f16")]
+    pub kv_type: KvType,
     /// Sequential low-memory mode: encode the images with only the projector loaded, free it,
     /// then load the language model (chat: the projector is loaded only while it encodes).
     /// Chosen automatically when the pair does not fit in available memory together.
@@ -123,7 +124,7 @@ impl MemoryArgs {
     }
 
     pub fn kv_type(&self) -> KvType {
-        self.kv_type.into()
+        self.kv_type
     }
 
     /// The planner's view of these settings.
@@ -197,6 +198,29 @@ impl GenerationArgs {
         }
     }
 
+    /// Length and sampling of an answer.
+    pub fn generation(&self) -> Generation {
+        Generation::default()
+            .max_tokens(self.n_predict as usize)
+            .ignore_eos(self.ignore_eos)
+            .sampling(self.sampling())
+    }
+
+    /// How the pair is loaded and run, with the command's own low-memory and warm-up choices.
+    pub fn session_options(&self, low_mem: bool, warmup: bool) -> SessionOptions {
+        let m = &self.memory;
+        SessionOptions::default()
+            .threads(self.n_threads())
+            .context(m.ctx_size)
+            .batch(m.batch_size)
+            .kv_type(m.kv_type())
+            .load(self.load_params())
+            .warmup(warmup)
+            .projector_attention(m.projector_attention)
+            .max_image_pixels(m.max_image_pixels)
+            .low_mem(low_mem)
+    }
+
     pub fn n_threads(&self) -> i32 {
         self.threads.map_or_else(default_threads, |t| t as i32)
     }
@@ -248,25 +272,6 @@ impl GenerationArgs {
             human_bytes(low.peak),
         );
         true
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KvTypeArg {
-    F16,
-    #[value(name = "q8_0")]
-    Q8_0,
-    #[value(name = "q4_0")]
-    Q4_0,
-}
-
-impl From<KvTypeArg> for KvType {
-    fn from(a: KvTypeArg) -> KvType {
-        match a {
-            KvTypeArg::F16 => KvType::F16,
-            KvTypeArg::Q8_0 => KvType::Q8_0,
-            KvTypeArg::Q4_0 => KvType::Q4_0,
-        }
     }
 }
 

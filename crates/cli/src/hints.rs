@@ -79,7 +79,6 @@ fn run(e: &RunError) -> Option<String> {
 
 fn chat(e: &ChatError) -> Option<String> {
     match e {
-        ChatError::Input(e) => input(e),
         ChatError::Image(e) => image(e),
         ChatError::Format(e) => run(e),
         ChatError::ContextTooSmall { .. } => {

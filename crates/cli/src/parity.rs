@@ -5,10 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use minicpmv::ffi::{LoadParams, SamplerParams};
-use minicpmv::session::run::{Pipeline, RunConfig};
+use minicpmv::session::run::RunConfig;
 use minicpmv::tools::parity::{compare, SeqItem};
-use minicpmv::vision::DEFAULT_MAX_PIXELS;
+use minicpmv::{Pair, RunRequest, SessionOptions};
 
 use super::output::Stdout;
 
@@ -44,29 +43,17 @@ pub struct ParityArgs {
 
 /// Returns whether parity holds (the caller turns `false` into exit code 1).
 pub fn main(args: ParityArgs) -> Result<bool> {
-    let cfg = RunConfig {
-        model: args.model,
-        mmproj: args.mmproj,
-        images: args.images,
-        prompt: args.prompt,
-        n_predict: args.n_predict as usize,
-        ignore_eos: true,
-        sampling: SamplerParams::default(),
-        n_threads: args
-            .threads
-            .map_or_else(super::common::default_threads, |t| t as i32),
-        n_ctx: args.ctx_size,
-        n_batch: 512.min(args.ctx_size),
-        max_image_pixels: DEFAULT_MAX_PIXELS,
-        max_slices: 9,
-        pipeline: Pipeline::Native,
-        warmup: false,
-        projector_attention: Default::default(),
-        kv_type: Default::default(),
-        low_mem: false,
-        per_chunk_prefill: false,
-        load: LoadParams::default(),
-    };
+    let threads = args
+        .threads
+        .map_or_else(super::common::default_threads, |t| t as i32);
+    let options = SessionOptions::default()
+        .threads(threads)
+        .context(args.ctx_size);
+    let request = RunRequest::new(args.prompt)
+        .images(args.images)
+        .max_tokens(args.n_predict as usize)
+        .ignore_eos(true);
+    let cfg = RunConfig::new(Pair::new(args.model, args.mmproj), options, request);
     let report = compare(&cfg)?;
     let holds = report.holds(args.tolerance);
     let mut out = Stdout::default();

@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use minicpmv::session::run::{run, Event, Pipeline, RunConfig, RunOutput};
+use minicpmv::{Pair, RunRequest};
 
 use super::common::{GenerationArgs, ModelArgs};
 use super::output::{show_progress, EncodeProgress, Stdout};
@@ -25,8 +26,8 @@ pub struct RunArgs {
     pub gen: GenerationArgs,
     /// Image pipeline: ours (Rust slicing, one projector call per slice) or llama.cpp's own
     /// mtmd pipeline (the reference; always up to 9 slices).
-    #[arg(long, value_enum, default_value = "native")]
-    pub pipeline: PipelineArg,
+    #[arg(long, value_name = "native|llama.cpp", default_value = "native")]
+    pub pipeline: Pipeline,
     /// Run llama.cpp's projector warm-up (compute-graph reservation) at load time. Default:
     /// off for the native pipeline, on for the llama.cpp pipeline (as llama.cpp does).
     #[arg(long, overrides_with = "no_warmup")]
@@ -47,13 +48,6 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PipelineArg {
-    Native,
-    #[value(name = "llama.cpp")]
-    LlamaCpp,
-}
-
 #[derive(Serialize)]
 struct JsonOut<'a> {
     model: PathBuf,
@@ -66,40 +60,29 @@ struct JsonOut<'a> {
 
 pub fn main(args: RunArgs) -> Result<()> {
     let (model, mmproj, synthetic) = args.pair.resolve()?;
-    let pipeline = match args.pipeline {
-        PipelineArg::Native => Pipeline::Native,
-        PipelineArg::LlamaCpp => Pipeline::LlamaCpp,
-    };
+    let pipeline = args.pipeline;
     let gen = &args.gen;
-    let cfg = RunConfig {
-        model: model.clone(),
-        mmproj: mmproj.clone(),
-        images: args.images.clone(),
-        prompt: args.prompt.clone(),
-        n_predict: gen.n_predict as usize,
-        ignore_eos: gen.ignore_eos,
-        sampling: gen.sampling(),
-        n_threads: gen.n_threads(),
-        n_ctx: gen.memory.ctx_size,
-        n_batch: gen.memory.n_batch(),
-        max_image_pixels: gen.memory.max_image_pixels,
-        max_slices: gen.memory.max_slices,
-        pipeline,
-        warmup: if args.warmup || args.no_warmup {
-            args.warmup
-        } else {
-            pipeline == Pipeline::LlamaCpp
-        },
-        projector_attention: gen.memory.projector_attention,
-        load: gen.load_params(),
-        kv_type: gen.memory.kv_type(),
-        // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
-        low_mem: match pipeline {
-            Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
-            Pipeline::LlamaCpp => gen.memory.low_mem,
-        },
-        per_chunk_prefill: args.per_chunk_prefill,
+    let warmup = if args.warmup || args.no_warmup {
+        args.warmup
+    } else {
+        pipeline == Pipeline::LlamaCpp
     };
+    // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
+    let low_mem = match pipeline {
+        Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
+        Pipeline::LlamaCpp => gen.memory.low_mem,
+    };
+    let request = RunRequest::new(args.prompt.as_str())
+        .images(&args.images)
+        .generation(gen.generation())
+        .max_slices(gen.memory.max_slices)
+        .per_chunk_prefill(args.per_chunk_prefill);
+    let cfg = RunConfig::new(
+        Pair::new(&model, &mmproj),
+        gen.session_options(low_mem, warmup),
+        request,
+    )
+    .pipeline(pipeline);
     let mut stdout = Stdout::default();
     let streaming = !args.json;
     let mut bar = EncodeProgress::new(show_progress(gen.progress));

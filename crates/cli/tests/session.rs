@@ -1,6 +1,7 @@
 //! The library's [`minicpmv::Session`]: N runs on one session load the language model once,
-//! give the same greedy tokens as the `minicpmv run` executable on the same pair, and bad files
-//! are refused before anything is loaded.
+//! give the same greedy tokens as the `minicpmv run` executable on the same pair, a chat on the
+//! session reuses its model, its projector and its KV cache, and bad files are refused before
+//! anything is loaded.
 //!
 //! Its own test binary: the model-load counter is process-wide, and the main integration
 //! binary loads models in-process in other tests at the same time.
@@ -12,7 +13,7 @@ mod harness;
 use std::sync::Mutex;
 
 use minicpmv::ffi::{model_load_count, SamplerParams};
-use minicpmv::{Event, Pair, RunError, RunRequest, SessionOptions};
+use minicpmv::{ChatConfig, Event, Generation, Pair, RunError, RunRequest, SessionOptions};
 
 use harness::{file_with, image, minicpmv, tiny_pair};
 
@@ -105,6 +106,73 @@ fn two_runs_on_one_session_load_the_model_once_and_match_the_cli() {
         );
         assert_eq!(ours, cli, "prompt {prompt:?}: session vs minicpmv run");
     }
+}
+
+/// A chat on a session: its first turn is the session's single run of the same question (same
+/// tokens), the second question about the same image costs no projector call and reuses the
+/// first turn's positions, and nothing loads the model again.
+#[test]
+fn a_chat_on_a_session_reuses_the_model_the_kv_cache_and_the_embeddings() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = image(500, 700);
+    let before = model_load_count();
+    let mut session =
+        Pair::open(&model, &mmproj, SessionOptions::default().threads(2)).expect("open the pair");
+    let generation = Generation::default()
+        .max_tokens(6)
+        .ignore_eos(true)
+        .sampling(greedy());
+    let single = session
+        .run(
+            &RunRequest::new("What is it?")
+                .image(&img)
+                .generation(generation),
+            &mut |_| {},
+        )
+        .expect("session run");
+
+    let mut chat = session
+        .chat(ChatConfig::default().generation(generation))
+        .expect("start a chat");
+    chat.attach_image(&img).expect("attach");
+    let mut streamed = String::new();
+    let first = chat
+        .ask("What is it?", &mut |e| {
+            if let Event::Text(t) = e {
+                streamed.push_str(t)
+            }
+        })
+        .expect("first turn");
+    assert_eq!(first.token_ids, single.token_ids, "turn 1 = a single run");
+    assert_eq!(streamed, first.text);
+    assert_eq!(first.n_projector_calls, single.n_projector_calls);
+    assert_eq!(first.n_reused_positions, 0);
+
+    let second = chat
+        .ask("And its colour?", &mut |_| {})
+        .expect("second turn");
+    assert_eq!(second.n_projector_calls, 0, "the image is in the KV cache");
+    assert!(
+        second.n_reused_positions >= first.n_prompt_positions,
+        "turn 2 keeps turn 1's prompt: {} < {}",
+        second.n_reused_positions,
+        first.n_prompt_positions
+    );
+    assert_eq!(chat.history().len(), 4);
+    drop(chat);
+    assert_eq!(model_load_count(), before + 1, "one model load in all");
+
+    // The session is usable again after the chat ends.
+    let again = session
+        .run(
+            &RunRequest::new("What is it?")
+                .image(&img)
+                .generation(generation),
+            &mut |_| {},
+        )
+        .expect("run after the chat");
+    assert_eq!(again.token_ids, single.token_ids);
 }
 
 #[test]

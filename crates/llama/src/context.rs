@@ -55,12 +55,27 @@ impl KvType {
         }
     }
 
+    /// Every type, in the order `--kv-type` lists them.
+    pub const ALL: [KvType; 3] = [KvType::F16, KvType::Q8_0, KvType::Q4_0];
+
     pub(super) fn ggml_type(self) -> sys::ggml_type {
         match self {
             KvType::F16 => sys::GGML_TYPE_F16,
             KvType::Q8_0 => sys::GGML_TYPE_Q8_0,
             KvType::Q4_0 => sys::GGML_TYPE_Q4_0,
         }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+
+    /// `f16`, `q8_0` or `q4_0` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, String> {
+        KvType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("{s:?} is not a KV cache type: use f16, q8_0 or q4_0"))
     }
 }
 
@@ -263,5 +278,23 @@ impl Drop for Context<'_> {
         self.ext = None;
         // SAFETY: self.ptr came from llama_init_from_model and is freed exactly once.
         unsafe { sys::llama_free(self.ptr.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KvType;
+
+    #[test]
+    fn kv_types_parse_from_their_names() {
+        for t in KvType::ALL {
+            assert_eq!(t.name().parse::<KvType>(), Ok(t));
+        }
+        assert_eq!("Q8_0".parse::<KvType>(), Ok(KvType::Q8_0));
+        let err = "q5_1".parse::<KvType>().unwrap_err();
+        assert!(
+            err.contains("\"q5_1\"") && err.contains("f16, q8_0 or q4_0"),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! minicpmv: run MiniCPM-V vision-language models from GGUF files on small machines.
 //!
 //! Start with [`Pair::open`], which checks a language model and its projector and loads them
-//! into a [`Session`]; each [`Session::run`] streams [`Event`]s.
+//! into a [`Session`]; each [`Session::run`] streams [`Event`]s, and [`Session::chat`] holds a
+//! conversation whose turns reuse the KV cache.
 //!
 //! ```no_run
 //! let mut session = minicpmv::Pair::open("model.gguf", "mmproj.gguf", Default::default())?;
@@ -38,5 +39,6 @@ pub mod session;
 pub mod tools;
 pub mod vision;
 
+pub use session::chat::{ChatConfig, ChatError, ChatSession, TurnOutput};
 pub use session::run::{Event, RunError, RunOutput};
-pub use session::{Pair, RunRequest, Session, SessionOptions};
+pub use session::{Generation, Pair, RunRequest, Session, SessionOptions};

@@ -34,7 +34,13 @@ fn the_bench_scripts_unit_tests_pass() {
     // unittest prints "Ran N tests" and "OK"; a discovery that found nothing is a failure too.
     let ran: usize = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("Ran ")?.split_whitespace().next()?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("Ran ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     assert!(ran >= 50, "only {ran} bench tests ran:\n{stderr}");
 }

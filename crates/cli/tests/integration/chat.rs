@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use minicpmv::ffi::{LoadParams, SamplerParams, Token};
+use minicpmv::ffi::{SamplerParams, Token};
 use minicpmv::prompt::template::Role;
-use minicpmv::session::run::{run_with_history, HistoryMessage, Pipeline, RunConfig};
-use minicpmv::vision::DEFAULT_MAX_PIXELS;
+use minicpmv::session::run::{run_with_history, HistoryMessage, RunConfig};
+use minicpmv::{Pair, RunRequest, SessionOptions};
 
 use crate::harness::{image, minicpmv, minicpmv_with_stdin, tiny_pair, work_dir, Run};
 
@@ -70,30 +70,16 @@ fn count(v: &Value, key: &str) -> u64 {
 /// with `images`: same settings as `chat()`.
 fn fresh_run(history: &[HistoryMessage], prompt: &str, images: &[PathBuf]) -> Vec<Token> {
     let (model, mmproj) = tiny_pair("2.6");
-    let cfg = RunConfig {
-        model,
-        mmproj,
-        images: images.to_vec(),
-        prompt: prompt.to_string(),
-        n_predict: N_PREDICT.parse().unwrap(),
-        ignore_eos: false,
-        sampling: SamplerParams {
-            temperature: 0.0,
-            ..SamplerParams::default()
-        },
-        n_threads: 2,
-        n_ctx: 4096,
-        n_batch: 512,
-        max_image_pixels: DEFAULT_MAX_PIXELS,
-        max_slices: 9,
-        pipeline: Pipeline::Native,
-        warmup: false,
-        projector_attention: Default::default(),
-        kv_type: Default::default(),
-        low_mem: false,
-        per_chunk_prefill: false,
-        load: LoadParams::default(),
+    let greedy = SamplerParams {
+        temperature: 0.0,
+        ..SamplerParams::default()
     };
+    let request = RunRequest::new(prompt)
+        .images(images)
+        .max_tokens(N_PREDICT.parse().unwrap())
+        .sampling(greedy);
+    let options = SessionOptions::default().threads(2).context(4096);
+    let cfg = RunConfig::new(Pair::new(model, mmproj), options, request);
     run_with_history(&cfg, history, &mut |_| {})
         .unwrap_or_else(|e| panic!("fresh run: {e}"))
         .token_ids

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::decode::generate::{generate_until, tokens_per_sec, StopReason};
+use crate::decode::generate::{generate_until, tokens_per_sec, Generated, StopReason};
 use crate::decode::prefill;
 use crate::encode::cache::{
     embd_key, image_digest, CacheConfig, CacheStats, EmbdCacheError, EmbdKey, EmbeddingCache,
@@ -29,73 +29,68 @@ use crate::encode::cache::{
 };
 use crate::encode::{self, ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::default_marker;
-use crate::ffi::{
-    ClipError, ClipProjector, Context, ContextParams, DecodeError, KvType, Model,
-    ProjectorAttention, Sampler, SamplerParams, Token,
-};
+use crate::ffi::{ClipError, ClipProjector, Context, DecodeError, Model, Sampler, Token};
 use crate::model::family::Version;
-use crate::model::inputs::{check_projector, InputError};
+use crate::model::inputs::PairFacts;
 use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message, Role};
+use crate::session::options::{Generation, SessionOptions};
 use crate::session::run::{history_message, Event, HistoryMessage, RunError};
+use crate::session::Pair;
 use crate::vision::{
     load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
-    DEFAULT_MAX_PIXELS,
 };
 
-/// Settings of a chat session.
+/// The settings of one conversation (the loading and running settings are the session's
+/// [`SessionOptions`]).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ChatConfig {
-    /// Tokens to generate at most per answer.
-    pub n_predict: usize,
-    /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
-    pub ignore_eos: bool,
-    /// Sampling settings of the llama.cpp sampler chain; a new sampler is made each turn.
-    pub sampling: SamplerParams,
-    /// CPU threads for the projector and for the language model.
-    pub n_threads: i32,
-    /// Context length in tokens: the whole conversation must fit.
-    pub n_ctx: u32,
-    /// Largest batch per decode call.
-    pub n_batch: u32,
-    /// Largest image accepted by [`ChatSession::attach_image`], in pixels (width x height).
-    pub max_image_pixels: u64,
-    /// Slices per image at most (1..=9).
+    /// Length and sampling of each answer; a new sampler is made each turn.
+    pub generation: Generation,
+    /// Slices per image at most (1..=9), for every image of the conversation.
     pub max_slices: u32,
-    /// Run llama.cpp's warm-up when the projector is loaded.
-    pub warmup: bool,
-    /// Attention kernel of the projector's vision tower.
-    pub projector_attention: ProjectorAttention,
     /// A system message at the start of the conversation (the template's default otherwise).
     pub system: Option<String>,
     /// Where and how much the image embedding cache keeps (memory and disk).
     pub cache: CacheConfig,
-    /// Element type of the KV cache.
-    pub kv_type: KvType,
-    /// Low-memory mode: free the projector after each image is encoded (a new image loads it
-    /// again), so it is resident next to the language model only while it encodes.
-    pub low_mem: bool,
 }
 
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
-            n_predict: 256,
-            ignore_eos: false,
-            sampling: SamplerParams::default(),
-            n_threads: 4,
-            n_ctx: 4096,
-            n_batch: 512,
-            max_image_pixels: DEFAULT_MAX_PIXELS,
+            generation: Generation::default(),
             max_slices: 9,
-            warmup: false,
-            projector_attention: ProjectorAttention::default(),
             system: None,
             cache: CacheConfig::default(),
-            kv_type: KvType::default(),
-            low_mem: false,
         }
+    }
+}
+
+impl ChatConfig {
+    /// Length and sampling of each answer.
+    pub fn generation(mut self, generation: Generation) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Slices per image at most.
+    pub fn max_slices(mut self, n: u32) -> Self {
+        self.max_slices = n;
+        self
+    }
+
+    /// A system message at the start of the conversation.
+    pub fn system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// Where and how much the image embedding cache keeps.
+    pub fn cache(mut self, cache: CacheConfig) -> Self {
+        self.cache = cache;
+        self
     }
 }
 
@@ -104,11 +99,8 @@ impl Default for ChatConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChatError {
-    /// The projector file failed the checks of [`check_projector`] in [`ChatSession::new`].
-    #[error(transparent)]
-    Input(#[from] InputError),
     /// An attached image could not be read or decoded, or exceeds
-    /// [`ChatConfig::max_image_pixels`] (when attached, or when reloaded for re-encoding).
+    /// [`SessionOptions::max_image_pixels`] (when attached, or when reloaded for re-encoding).
     #[error(transparent)]
     Image(#[from] ImageError),
     /// No slice grid could be planned for an attached image.
@@ -137,18 +129,8 @@ pub enum ChatError {
     /// ([`RunError::MarkerCount`]).
     #[error(transparent)]
     Format(#[from] RunError),
-    /// The projector's output width differs from the loaded model's embedding width.
-    #[error("the projector {} produces embeddings of width {mmproj_width}, but the language model has width {model_width}: the two files do not belong together", mmproj.display())]
-    WidthMismatch {
-        /// The projector file.
-        mmproj: PathBuf,
-        /// The language model's embedding width, in floats per token.
-        model_width: usize,
-        /// The projector's output width, in floats per embedding.
-        mmproj_width: u64,
-    },
     /// The whole conversation with the new question, plus one position for the answer's
-    /// first token, does not fit in [`ChatConfig::n_ctx`]; the turn is not started.
+    /// first token, does not fit in [`SessionOptions::n_ctx`]; the turn is not started.
     #[error("the conversation needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
         /// Positions needed: `n_text + n_image + 1`.
@@ -170,7 +152,7 @@ pub enum ChatError {
     /// [`ChatSession::ask`] with an empty text and no attached image.
     #[error("an empty message and no image: nothing to ask")]
     Nothing,
-    /// llama.cpp returned no sampler chain for [`ChatConfig::sampling`].
+    /// llama.cpp returned no sampler chain for [`Generation::sampling`].
     #[error("could not create the sampler")]
     Sampler,
 }
@@ -193,6 +175,16 @@ struct ChatMessage {
     role: Role,
     text: String,
     images: Vec<ChatImage>,
+}
+
+impl ChatMessage {
+    fn as_history(&self) -> HistoryMessage {
+        HistoryMessage {
+            role: self.role,
+            text: self.text.clone(),
+            images: self.images.iter().map(|i| i.path.clone()).collect(),
+        }
+    }
 }
 
 /// One position of the KV cache.
@@ -272,113 +264,110 @@ pub struct TurnOutput {
     pub timings: TurnTimings,
 }
 
-/// A conversation with a loaded model. See the module docs.
+/// A conversation with a loaded model, made by [`crate::Session::chat`]. See the module docs.
 pub struct ChatSession<'m> {
     model: &'m Model,
-    mmproj: PathBuf,
+    options: SessionOptions,
     cfg: ChatConfig,
     version: Version,
     chat_template: Option<String>,
     style: LayoutStyle,
     layout: LayoutTokens,
-    slice_params: SliceParams,
     query_num: usize,
     n_embd: usize,
-    projector_id: ProjectorId,
-    ctx: Context<'m>,
-    projector: Option<ClipProjector>,
-    cache: EmbeddingCache,
     marker: String,
+    ctx: Context<'m>,
+    encoder: Encoder<'m>,
     history: Vec<ChatMessage>,
     pending: Vec<ChatImage>,
     /// What the KV cache holds, position by position.
     kv: Vec<Pos>,
     turn: usize,
-    n_projector_calls: usize,
 }
 
 impl std::fmt::Debug for ChatSession<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatSession")
-            .field("mmproj", &self.mmproj)
+            .field("mmproj", &self.encoder.mmproj)
             .field("version", &self.version)
             .field("messages", &self.history.len())
             .field("pending_images", &self.pending.len())
             .field("kv_positions", &self.kv.len())
-            .field("cache", &self.cache)
+            .field("cache", &self.encoder.cache)
             .finish()
     }
 }
 
+/// The input of a turn: the whole conversation laid out, position by position.
+struct TurnInput {
+    segments: Vec<Segment>,
+    positions: Vec<Pos>,
+    /// Images of the conversation, this turn's included.
+    n_images: usize,
+}
+
 impl<'m> ChatSession<'m> {
-    /// Starts a session on `model` (already loaded; check it with
-    /// [`crate::model::inputs::check_model`] before loading) with the projector at `mmproj`, which is
-    /// checked here and loaded only when an image must be encoded.
-    pub fn new(model: &'m Model, mmproj: &Path, cfg: ChatConfig) -> Result<Self, ChatError> {
-        let (gguf, facts) = check_projector(mmproj)?;
-        if facts.n_embd != model.n_embd() as u64 {
-            return Err(ChatError::WidthMismatch {
-                mmproj: mmproj.to_path_buf(),
-                model_width: model.n_embd(),
-                mmproj_width: facts.n_embd,
-            });
-        }
-        let projector_id = ProjectorId::of_gguf(&gguf)?;
+    /// Starts a conversation on `model`, whose pair was checked into `facts` (only
+    /// [`crate::Session::chat`] makes one). The projector is loaded into `projector` when an
+    /// image must first be encoded, and stays there for the session unless
+    /// [`SessionOptions::low_mem`].
+    pub(crate) fn new(
+        model: &'m Model,
+        projector: &'m mut Option<ClipProjector>,
+        pair: &Pair,
+        facts: &PairFacts,
+        options: &SessionOptions,
+        cfg: ChatConfig,
+    ) -> Result<Self, ChatError> {
+        let info = &facts.projector;
         let layout = LayoutTokens::lookup(model)?;
-        let slice_params = SliceParams {
-            image_size: facts.image_size as u32,
-            patch_size: facts.patch_size as u32,
-            max_slices: cfg.max_slices,
-        };
-        let cache = EmbeddingCache::new(cfg.cache.clone())?;
-        let ctx = Context::new(
-            model,
-            ContextParams {
-                n_ctx: cfg.n_ctx,
-                n_batch: cfg.n_batch,
-                n_threads: cfg.n_threads,
-                n_threads_batch: cfg.n_threads,
-                kv_type: cfg.kv_type,
+        let encoder = Encoder {
+            mmproj: pair.mmproj.clone(),
+            projector,
+            cache: EmbeddingCache::new(cfg.cache.clone())?,
+            projector_id: ProjectorId::of_file(&pair.mmproj)?,
+            slice_params: SliceParams {
+                image_size: info.image_size as u32,
+                patch_size: info.patch_size as u32,
+                max_slices: cfg.max_slices,
             },
-        )?;
+            n_calls: 0,
+        };
+        let ctx = Context::new(model, options.context_params())?;
         Ok(ChatSession {
             model,
-            mmproj: mmproj.to_path_buf(),
-            version: facts.version,
-            chat_template: model.meta_str("tokenizer.chat_template"),
-            style: LayoutStyle::for_minicpmv_version(facts.minicpmv_version),
+            options: options.clone(),
+            version: info.version,
+            chat_template: facts.model.chat_template.clone(),
+            style: LayoutStyle::for_minicpmv_version(info.minicpmv_version),
             layout,
-            slice_params,
-            query_num: facts.query_num as usize,
+            query_num: info.query_num as usize,
             n_embd: model.n_embd(),
-            projector_id,
-            ctx,
-            projector: None,
-            cache,
             marker: default_marker(),
+            ctx,
+            encoder,
             history: Vec::new(),
             pending: Vec::new(),
             kv: Vec::new(),
             turn: 0,
-            n_projector_calls: 0,
             cfg,
         })
     }
 
     /// Attaches an image to the next question. The file is loaded and checked now.
     pub fn attach_image(&mut self, path: &Path) -> Result<(), ChatError> {
-        let img = load_image(path, self.cfg.max_image_pixels)?;
-        let plan = plan_slices(img.width, img.height, &self.slice_params).map_err(|source| {
-            ChatError::Slice {
+        let img = load_image(path, self.options.max_image_pixels)?;
+        let params = &self.encoder.slice_params;
+        let plan =
+            plan_slices(img.width, img.height, params).map_err(|source| ChatError::Slice {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let digest = image_digest(&img);
         self.pending.push(ChatImage {
             path: path.to_path_buf(),
             digest,
-            key: embd_key(&digest, &self.projector_id, &self.slice_params),
+            key: embd_key(&digest, &self.encoder.projector_id, params),
             plan,
             pixels: Some(img),
         });
@@ -403,14 +392,7 @@ impl<'m> ChatSession<'m> {
     /// The conversation so far (without the configured system message), in the form
     /// [`crate::session::run::run_with_history`] takes.
     pub fn history(&self) -> Vec<HistoryMessage> {
-        self.history
-            .iter()
-            .map(|m| HistoryMessage {
-                role: m.role,
-                text: m.text.clone(),
-                images: m.images.iter().map(|i| i.path.clone()).collect(),
-            })
-            .collect()
+        self.history.iter().map(ChatMessage::as_history).collect()
     }
 
     /// Positions currently in the KV cache.
@@ -421,17 +403,22 @@ impl<'m> ChatSession<'m> {
     /// Lookups (memory hits, disk hits, misses), disk writes and evictions of the embedding
     /// cache since the session started.
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats()
+        self.encoder.cache.stats()
     }
 
     /// Projector calls since the session started.
     pub fn n_projector_calls(&self) -> usize {
-        self.n_projector_calls
+        self.encoder.n_calls
     }
 
-    /// The settings the session was started with.
+    /// The settings the conversation was started with.
     pub fn config(&self) -> &ChatConfig {
         &self.cfg
+    }
+
+    /// The session's loading and running settings.
+    pub fn options(&self) -> &SessionOptions {
+        &self.options
     }
 
     /// Asks `text` (with the attached images) and streams the answer through `on_event`.
@@ -445,6 +432,10 @@ impl<'m> ChatSession<'m> {
 
     /// [`ChatSession::ask`], stopping the answer early (kept in the history as far as it got)
     /// when `cancel()` returns true.
+    ///
+    /// A turn lays out the whole conversation, keeps the KV cache's common prefix with it
+    /// ([`kv_reuse`]), gets the embeddings of the images behind that prefix (embedding cache,
+    /// else the projector), prefills the rest, generates, and commits the turn to the history.
     pub fn ask_until(
         &mut self,
         text: &str,
@@ -460,8 +451,60 @@ impl<'m> ChatSession<'m> {
             text: text.to_string(),
             images: self.pending.clone(),
         };
+        let input = self.lay_out(&user)?;
+        let p0 = self.reuse_kv(&input.positions);
+        let (tail, needed) = tail_segments(&input.segments, &input.positions, p0, self.query_num);
 
-        // The whole conversation, formatted, and its input sequence.
+        let mut timings = TurnTimings::default();
+        let calls_before = self.encoder.n_calls;
+        let images: Vec<&ChatImage> = conversation_images(&self.history, &user).collect();
+        let needed: Vec<&ChatImage> = needed.iter().map(|&i| images[i]).collect();
+        let fetched = self.encoder.fetch(
+            &needed,
+            &self.options,
+            self.query_num * self.n_embd,
+            self.n_embd,
+            &mut timings,
+            on_event,
+        )?;
+
+        let t_prefill = Instant::now();
+        let n_past = self.prefill(&tail, &fetched.embeddings, p0)?;
+        timings.prompt_secs = t_prefill.elapsed().as_secs_f64();
+        self.kv = input.positions;
+        debug_assert_eq!(n_past as usize, self.kv.len());
+
+        let gen = self.generate(n_past, on_event, cancel)?;
+        self.commit(user, &gen);
+
+        let n_new = n_past as usize - p0;
+        let total_secs = t_start.elapsed().as_secs_f64();
+        timings.prompt_tokens_per_sec = tokens_per_sec(n_new, timings.prompt_secs);
+        timings.time_to_first_token_secs = gen
+            .first_token_at
+            .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64());
+        timings.generate_secs = gen.secs;
+        timings.generate_tokens_per_sec = tokens_per_sec(gen.token_ids.len(), gen.secs);
+        timings.total_secs = total_secs;
+        Ok(TurnOutput {
+            turn: self.turn,
+            text: gen.text,
+            token_ids: gen.token_ids,
+            stop: gen.stop,
+            n_projector_calls: self.encoder.n_calls - calls_before,
+            n_reused_positions: p0,
+            n_new_positions: n_new,
+            n_prompt_positions: n_past as usize,
+            n_images: input.n_images,
+            cache_hits: fetched.hits,
+            cache_misses: fetched.misses,
+            timings,
+        })
+    }
+
+    /// The whole conversation with `user` as its next message, formatted with the chat
+    /// template and laid out; refused when it does not fit in the context.
+    fn lay_out(&self, user: &ChatMessage) -> Result<TurnInput, ChatError> {
         let mut messages: Vec<Message> = Vec::with_capacity(self.history.len() + 2);
         if let Some(system) = &self.cfg.system {
             messages.push(Message {
@@ -469,22 +512,16 @@ impl<'m> ChatSession<'m> {
                 content: system.clone(),
             });
         }
-        for m in self.history.iter().chain(std::iter::once(&user)) {
-            let h = HistoryMessage {
-                role: m.role,
-                text: m.text.clone(),
-                images: m.images.iter().map(|i| i.path.clone()).collect(),
-            };
-            messages.push(history_message(self.version, &h, &self.marker)?);
+        for m in self.history.iter().chain(std::iter::once(user)) {
+            messages.push(history_message(
+                self.version,
+                &m.as_history(),
+                &self.marker,
+            )?);
         }
         let formatted =
             template::format_chat(self.version, self.chat_template.as_deref(), &messages, true);
-        let images: Vec<&ChatImage> = self
-            .history
-            .iter()
-            .chain(std::iter::once(&user))
-            .flat_map(|m| &m.images)
-            .collect();
+        let images: Vec<&ChatImage> = conversation_images(&self.history, user).collect();
         let plans: Vec<&SlicePlan> = images.iter().map(|i| &i.plan).collect();
         let segments = sequence::build_sequence(
             self.model,
@@ -494,22 +531,30 @@ impl<'m> ChatSession<'m> {
             self.style,
             &self.layout,
         );
-        let full = self.positions(&segments, &images);
-        let n_images = images.len();
-        let n_image = full
+        let positions = self.positions(&segments, &images);
+        let n_image = positions
             .iter()
             .filter(|p| matches!(p, Pos::Embd { .. }))
             .count();
-        if full.len() >= self.cfg.n_ctx as usize {
+        if positions.len() >= self.options.n_ctx as usize {
             return Err(ChatError::ContextTooSmall {
-                needed: full.len() + 1,
-                n_text: full.len() - n_image,
+                needed: positions.len() + 1,
+                n_text: positions.len() - n_image,
                 n_image,
-                n_ctx: self.cfg.n_ctx,
+                n_ctx: self.options.n_ctx,
             });
         }
+        Ok(TurnInput {
+            segments,
+            positions,
+            n_images: images.len(),
+        })
+    }
 
-        let mut p0 = kv_reuse(&self.kv, &full);
+    /// Keeps what the KV cache shares with the turn's input ([`kv_reuse`]) and drops the
+    /// rest; returns the first position to feed.
+    fn reuse_kv(&mut self, positions: &[Pos]) -> usize {
+        let mut p0 = kv_reuse(&self.kv, positions);
         if p0 < self.kv.len() {
             if !self.ctx.truncate_memory(p0 as i32) {
                 self.ctx.clear_memory();
@@ -517,142 +562,75 @@ impl<'m> ChatSession<'m> {
             }
             self.kv.truncate(p0);
         }
+        p0
+    }
 
-        // The segments still to feed, and the images they need.
-        let (tail, needed) = tail_segments(&segments, &full, p0, self.query_num);
-        let mut hits = 0usize;
-        let mut misses = Vec::new();
-        let mut embeddings: Vec<Option<Arc<ImageEmbeddings>>> = vec![None; needed.len()];
-        for (slot, &img) in needed.iter().enumerate() {
-            let im = images[img];
-            let expect = Expected {
-                plan: &im.plan,
-                n_embd: self.n_embd,
-                chunk_len: self.query_num * self.n_embd,
-            };
-            match self.cache.get(&im.key, &expect) {
-                Some(e) => {
-                    hits += 1;
-                    embeddings[slot] = Some(e);
-                }
-                None => misses.push(slot),
-            }
-        }
-        let mut timings = TurnTimings::default();
-        let calls_before = self.n_projector_calls;
-        if !misses.is_empty() {
-            let total: usize = misses
-                .iter()
-                .map(|&s| images[needed[s]].plan.n_chunks())
-                .sum();
-            let projector = match &mut self.projector {
-                Some(p) => p,
-                none => {
-                    let t = Instant::now();
-                    let p = none.insert(ClipProjector::load(
-                        &self.mmproj,
-                        self.cfg.warmup,
-                        self.cfg.projector_attention,
-                    )?);
-                    timings.projector_load_secs = t.elapsed().as_secs_f64();
-                    p
-                }
-            };
-            on_event(Event::EncodeStart { total });
-            let mut done = 0usize;
-            for &slot in &misses {
-                let im = images[needed[slot]];
-                let reloaded;
-                let pixels = match &im.pixels {
-                    Some(p) => p,
-                    None => {
-                        reloaded = load_image(&im.path, self.cfg.max_image_pixels)?;
-                        if image_digest(&reloaded) != im.digest {
-                            return Err(ChatError::ImageChanged {
-                                path: im.path.clone(),
-                            });
-                        }
-                        &reloaded
-                    }
-                };
-                let before = projector.n_encode_calls();
-                let result = encode::encode_image(
-                    projector,
-                    pixels,
-                    self.cfg.max_slices,
-                    self.cfg.n_threads,
-                    &mut |_, _| {},
-                );
-                self.n_projector_calls += projector.n_encode_calls() - before;
-                let emb = Arc::new(result?);
-                for &secs in &emb.encode_secs {
-                    done += 1;
-                    timings.chunk_encode_secs.push(secs);
-                    on_event(Event::ChunkEncoded { done, total, secs });
-                }
-                self.cache.insert(im.key, Arc::clone(&emb));
-                embeddings[slot] = Some(emb);
-            }
-            timings.image_encode_secs = timings.chunk_encode_secs.iter().sum();
-            if self.cfg.low_mem {
-                self.projector = None;
-            }
-        }
-        let emb_refs: Vec<&ImageEmbeddings> = embeddings.iter().flatten().map(|e| &**e).collect();
-        debug_assert_eq!(emb_refs.len(), needed.len());
-
-        // Prefill what is new. A failure leaves the KV cache in an unknown state: clear it.
-        let t_prefill = Instant::now();
+    /// Prefills `tail` from position `p0`; returns the positions then in the KV cache. A
+    /// failure leaves the KV cache in an unknown state: it is cleared.
+    fn prefill(
+        &mut self,
+        tail: &[Segment],
+        embeddings: &[Arc<ImageEmbeddings>],
+        p0: usize,
+    ) -> Result<i32, ChatError> {
+        let emb_refs: Vec<&ImageEmbeddings> = embeddings.iter().map(|e| &**e).collect();
         let prefilled = prefill::prefill(
             &mut self.ctx,
-            &tail,
+            tail,
             &emb_refs,
             self.n_embd,
-            self.cfg.n_batch as usize,
+            self.options.effective_batch() as usize,
             p0 as i32,
         );
-        let n_past = match prefilled {
-            Ok(p) => p.n_past,
+        match prefilled {
+            Ok(p) => Ok(p.n_past),
             Err(e) => {
-                self.ctx.clear_memory();
-                self.kv.clear();
-                return Err(e.into());
+                self.forget_kv();
+                Err(e.into())
             }
-        };
-        timings.prompt_secs = t_prefill.elapsed().as_secs_f64();
-        self.kv = full;
-        debug_assert_eq!(n_past as usize, self.kv.len());
+        }
+    }
 
+    /// Generates the answer after `n_past` prefilled positions, and records the generated
+    /// tokens that reached the KV cache.
+    fn generate(
+        &mut self,
+        n_past: i32,
+        on_event: &mut dyn FnMut(Event<'_>),
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Generated, ChatError> {
+        let g = &self.cfg.generation;
         let mut sampler =
-            Sampler::new(&self.cfg.sampling, self.model.n_vocab()).ok_or(ChatError::Sampler)?;
+            Sampler::new(&g.sampling, self.model.n_vocab()).ok_or(ChatError::Sampler)?;
         let mut on_text = |s: &str| on_event(Event::Text(s));
-        let gen = match generate_until(
+        let gen = generate_until(
             self.model,
             &mut self.ctx,
             &mut sampler,
             n_past,
-            self.cfg.n_predict,
-            self.cfg.ignore_eos,
+            g.n_predict,
+            g.ignore_eos,
             &mut on_text,
             cancel,
-        ) {
+        );
+        let gen = match gen {
             Ok(g) => g,
             Err(e) => {
-                self.ctx.clear_memory();
-                self.kv.clear();
+                self.forget_kv();
                 return Err(e.into());
             }
         };
-        // The generated tokens that were decoded are in the KV cache too.
         let n_fed = usize::try_from(gen.n_past - n_past)
             .unwrap_or(0)
             .min(gen.token_ids.len());
         self.kv
             .extend(gen.token_ids[..n_fed].iter().map(|&t| Pos::Token(t)));
+        Ok(gen)
+    }
 
-        // Commit the turn.
-        let n_new = n_past as usize - p0;
-        let mut user = user;
+    /// Adds the question and its answer to the history; the attached images' pixels are
+    /// dropped (they are reloaded from their files if ever needed again).
+    fn commit(&mut self, mut user: ChatMessage, gen: &Generated) {
         for im in &mut user.images {
             im.pixels = None;
         }
@@ -664,29 +642,11 @@ impl<'m> ChatSession<'m> {
             images: Vec::new(),
         });
         self.turn += 1;
-        let total_secs = t_start.elapsed().as_secs_f64();
-        let n_gen = gen.token_ids.len();
-        timings.prompt_tokens_per_sec = tokens_per_sec(n_new, timings.prompt_secs);
-        timings.time_to_first_token_secs = gen
-            .first_token_at
-            .map_or(total_secs, |t| t.duration_since(t_start).as_secs_f64());
-        timings.generate_secs = gen.secs;
-        timings.generate_tokens_per_sec = tokens_per_sec(n_gen, gen.secs);
-        timings.total_secs = total_secs;
-        Ok(TurnOutput {
-            turn: self.turn,
-            text: gen.text,
-            token_ids: gen.token_ids,
-            stop: gen.stop,
-            n_projector_calls: self.n_projector_calls - calls_before,
-            n_reused_positions: p0,
-            n_new_positions: n_new,
-            n_prompt_positions: n_past as usize,
-            n_images,
-            cache_hits: hits,
-            cache_misses: misses.len(),
-            timings,
-        })
+    }
+
+    fn forget_kv(&mut self) {
+        self.ctx.clear_memory();
+        self.kv.clear();
     }
 
     /// The sequence, position by position.
@@ -707,6 +667,137 @@ impl<'m> ChatSession<'m> {
         }
         out
     }
+}
+
+/// Every image of the conversation in order, `user`'s (the next message) last.
+fn conversation_images<'a>(
+    history: &'a [ChatMessage],
+    user: &'a ChatMessage,
+) -> impl Iterator<Item = &'a ChatImage> {
+    history
+        .iter()
+        .chain(std::iter::once(user))
+        .flat_map(|m| &m.images)
+}
+
+/// The projector (loaded when first needed), the embedding cache in front of it, and the
+/// settings that make an image's cache key.
+struct Encoder<'m> {
+    mmproj: PathBuf,
+    /// The session's projector slot: shared with [`crate::Session::run`].
+    projector: &'m mut Option<ClipProjector>,
+    cache: EmbeddingCache,
+    projector_id: ProjectorId,
+    slice_params: SliceParams,
+    /// Projector calls since the chat started.
+    n_calls: usize,
+}
+
+/// The embeddings of a turn's images, and where they came from.
+struct Fetched {
+    embeddings: Vec<Arc<ImageEmbeddings>>,
+    hits: usize,
+    misses: usize,
+}
+
+impl Encoder<'_> {
+    /// The embeddings of `images`, in order: from the cache, else encoded (and cached). The
+    /// projector is loaded on the first miss, and freed again after the turn's encodes with
+    /// [`SessionOptions::low_mem`].
+    fn fetch(
+        &mut self,
+        images: &[&ChatImage],
+        options: &SessionOptions,
+        chunk_len: usize,
+        n_embd: usize,
+        timings: &mut TurnTimings,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<Fetched, ChatError> {
+        let mut found: Vec<Option<Arc<ImageEmbeddings>>> = Vec::with_capacity(images.len());
+        for im in images {
+            let expect = Expected {
+                plan: &im.plan,
+                n_embd,
+                chunk_len,
+            };
+            found.push(self.cache.get(&im.key, &expect));
+        }
+        let misses: Vec<usize> = (0..images.len()).filter(|&i| found[i].is_none()).collect();
+        let hits = images.len() - misses.len();
+        if !misses.is_empty() {
+            let total = misses.iter().map(|&i| images[i].plan.n_chunks()).sum();
+            let projector = match &mut *self.projector {
+                Some(p) => p,
+                none => {
+                    let t = Instant::now();
+                    let p = none.insert(ClipProjector::load(
+                        &self.mmproj,
+                        options.warmup,
+                        options.projector_attention,
+                    )?);
+                    timings.projector_load_secs = t.elapsed().as_secs_f64();
+                    p
+                }
+            };
+            on_event(Event::EncodeStart { total });
+            let mut done = 0usize;
+            for &i in &misses {
+                let im = images[i];
+                let before = projector.n_encode_calls();
+                let result =
+                    encode_chat_image(projector, im, options, self.slice_params.max_slices);
+                self.n_calls += projector.n_encode_calls() - before;
+                let emb = Arc::new(result?);
+                for &secs in &emb.encode_secs {
+                    done += 1;
+                    timings.chunk_encode_secs.push(secs);
+                    on_event(Event::ChunkEncoded { done, total, secs });
+                }
+                self.cache.insert(im.key, Arc::clone(&emb));
+                found[i] = Some(emb);
+            }
+            timings.image_encode_secs = timings.chunk_encode_secs.iter().sum();
+            if options.low_mem {
+                *self.projector = None;
+                crate::ffi::trim_heap();
+            }
+        }
+        Ok(Fetched {
+            embeddings: found.into_iter().flatten().collect(),
+            hits,
+            misses: misses.len(),
+        })
+    }
+}
+
+/// Encodes one image of the conversation: its pixels if still held, else the file reloaded
+/// and checked against the digest taken when it was attached.
+fn encode_chat_image(
+    projector: &mut ClipProjector,
+    im: &ChatImage,
+    options: &SessionOptions,
+    max_slices: u32,
+) -> Result<ImageEmbeddings, ChatError> {
+    let reloaded;
+    let pixels = match &im.pixels {
+        Some(p) => p,
+        None => {
+            reloaded = load_image(&im.path, options.max_image_pixels)?;
+            if image_digest(&reloaded) != im.digest {
+                return Err(ChatError::ImageChanged {
+                    path: im.path.clone(),
+                });
+            }
+            &reloaded
+        }
+    };
+    Ok(encode::encode_image(
+        projector,
+        pixels,
+        max_slices,
+        options.n_threads,
+        &mut |_, _| {},
+    )?)
 }
 
 /// The part of `segments` from position `p0` on (never inside a chunk), with image indices

@@ -15,13 +15,14 @@ use crate::decode::prefill;
 use crate::encode::{self, ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
-    ClipProjector, Context, ContextParams, CpuBackend, DecodeError, KvType, LoadParams, Model,
-    ProjectorAttention, Sampler, SamplerParams, Token,
+    ClipProjector, Context, ContextParams, CpuBackend, DecodeError, Model, Sampler, Token,
 };
 use crate::model::inputs::{check_pair, InputError, PairFacts};
 use crate::prompt::layout::{n_layout_tokens, LayoutStyle};
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message};
+use crate::session::options::{RunRequest, SessionOptions};
+use crate::session::Pair;
 use crate::vision::{
     load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
 };
@@ -37,71 +38,59 @@ pub enum Pipeline {
     LlamaCpp,
 }
 
-/// Everything a run needs.
-#[derive(Debug, Clone)]
+impl std::str::FromStr for Pipeline {
+    type Err = String;
+
+    /// `native` or `llama.cpp`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(Pipeline::Native),
+            "llama.cpp" => Ok(Pipeline::LlamaCpp),
+            other => Err(format!(
+                "{other:?} is not an image pipeline: use native or llama.cpp"
+            )),
+        }
+    }
+}
+
+/// Everything a one-shot run needs: the files, how to load and run them, the question, and
+/// which pipeline turns its images into model input.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RunConfig {
-    /// The language model GGUF file.
-    pub model: PathBuf,
-    /// The vision projector (mmproj) GGUF file.
-    pub mmproj: PathBuf,
-    /// Image files of this prompt, in the order of its image markers (or, without markers,
-    /// in the order the version's layout places them).
-    pub images: Vec<PathBuf>,
-    /// The user's text, placed in the chat template; may contain image markers.
-    pub prompt: String,
-    /// Tokens to generate at most.
-    pub n_predict: usize,
-    /// Keep generating after an end-of-generation token (exactly `n_predict` tokens).
-    pub ignore_eos: bool,
-    /// Sampling settings (temperature, top-k/top-p, seed, ...) of the llama.cpp sampler chain.
-    pub sampling: SamplerParams,
-    /// CPU threads for the projector and for the language model (prompt and generation).
-    pub n_threads: i32,
-    /// Context length in tokens.
-    pub n_ctx: u32,
-    /// Largest batch per decode call.
-    pub n_batch: u32,
-    /// Largest image accepted, in pixels (width x height from the file header); larger images
-    /// fail before any pixel is decoded.
-    pub max_image_pixels: u64,
-    /// Slices per image at most (1..=9; 1 = overview only). The llama.cpp pipeline only does 9.
-    pub max_slices: u32,
+    /// The language model and projector files.
+    pub pair: Pair,
+    /// Threads, context, memory settings. With [`SessionOptions::low_mem`] (native pipeline
+    /// only) the images are encoded with the projector alone, which is freed before the
+    /// language model loads: the peak is the larger of the two instead of their sum.
+    pub options: SessionOptions,
+    /// The prompt, its images and the generation settings.
+    pub request: RunRequest,
     /// Which implementation turns the images into model input.
     pub pipeline: Pipeline,
-    /// Run llama.cpp's warm-up (compute-graph reservation) when loading the projector.
-    pub warmup: bool,
-    /// Attention kernel of the projector's vision tower (both pipelines).
-    pub projector_attention: ProjectorAttention,
-    /// How llama.cpp loads the language model (mmap, mlock, weight repacking, ...).
-    pub load: LoadParams,
-    /// Element type of the KV cache.
-    pub kv_type: KvType,
-    /// Sequential low-memory mode (native pipeline): encode the images with only the
-    /// projector loaded, free it, then load the language model. Peak memory is the larger of
-    /// the two instead of their sum.
-    pub low_mem: bool,
-    /// Decode the prompt as llama.cpp's mtmd does, one decode call per text run and image
-    /// chunk, instead of packing it into full batches (native pipeline). Slower; gives llama.cpp's
-    /// numerics bit for bit.
-    pub per_chunk_prefill: bool,
 }
 
 impl RunConfig {
-    /// The language-model context this run creates.
-    pub fn context_params(&self) -> ContextParams {
-        ContextParams {
-            n_ctx: self.n_ctx,
-            n_batch: self.n_batch,
-            n_threads: self.n_threads,
-            n_threads_batch: self.n_threads,
-            kv_type: self.kv_type,
+    /// A run of `request` on `pair` with `options`, on the native pipeline.
+    pub fn new(pair: Pair, options: SessionOptions, request: RunRequest) -> RunConfig {
+        RunConfig {
+            pair,
+            options,
+            request,
+            pipeline: Pipeline::Native,
         }
+    }
+
+    /// The same run on another pipeline.
+    pub fn pipeline(mut self, pipeline: Pipeline) -> RunConfig {
+        self.pipeline = pipeline;
+        self
     }
 }
 
 /// One earlier message of a conversation that a run continues ([`run_with_history`]): its
 /// role, its text and, for a user message, the images attached to it (placed in its text like
-/// [`RunConfig::images`] in the prompt).
+/// [`RunRequest::images`] in the prompt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryMessage {
     /// Who said it.
@@ -204,7 +193,7 @@ pub enum RunError {
     #[error(transparent)]
     Input(#[from] InputError),
     /// An image file could not be read or decoded, or exceeds
-    /// [`RunConfig::max_image_pixels`].
+    /// [`SessionOptions::max_image_pixels`].
     #[error(transparent)]
     Image(#[from] ImageError),
     /// No slice grid could be planned for an image.
@@ -231,7 +220,7 @@ pub enum RunError {
     #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The prompt, plus one position for the first generated token, does not fit in
-    /// [`RunConfig::n_ctx`]; found before anything is decoded.
+    /// [`SessionOptions::n_ctx`]; found before anything is decoded.
     #[error("the prompt needs {needed} positions ({n_text} text tokens + {n_image} image embeddings) but the context holds {n_ctx}")]
     ContextTooSmall {
         /// Positions needed: `n_text + n_image + 1`.
@@ -260,16 +249,16 @@ pub enum RunError {
         /// Images attached to it.
         images: usize,
     },
-    /// [`RunConfig::low_mem`] was asked for with [`Pipeline::LlamaCpp`].
+    /// [`SessionOptions::low_mem`] was asked for with [`Pipeline::LlamaCpp`].
     #[error("low-memory loading needs the native pipeline: llama.cpp's pipeline keeps the projector and the language model loaded together")]
     LowMemNeedsNative,
-    /// [`RunConfig::max_slices`] is not 9 with [`Pipeline::LlamaCpp`]; holds the cap asked for.
+    /// [`RunRequest::max_slices`] is not 9 with [`Pipeline::LlamaCpp`]; holds the cap asked for.
     #[error("a cap of {0} slices needs the native pipeline: llama.cpp's pipeline always uses up to 9 slices")]
     MaxSlicesNeedsNative(u32),
     /// The prompt is empty and no image was given.
     #[error("no prompt and no image: nothing to run")]
     Nothing,
-    /// llama.cpp returned no sampler chain for [`RunConfig::sampling`].
+    /// llama.cpp returned no sampler chain for [`Generation::sampling`](crate::session::Generation::sampling).
     #[error("could not create the sampler")]
     Sampler,
     /// After the prefill, llama.cpp had no logits for the last prompt position, so nothing can
@@ -322,7 +311,7 @@ pub fn history_message(
 
 fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
-    let facts = check_pair(&cfg.model, &cfg.mmproj)?;
+    let facts = check_pair(&cfg.pair.model, &cfg.pair.mmproj)?;
     prepare_prompt(cfg, facts, history)
 }
 
@@ -335,16 +324,16 @@ pub(crate) fn prepare_prompt(
     let images: Vec<LoadedImage> = history
         .iter()
         .flat_map(|m| &m.images)
-        .chain(&cfg.images)
-        .map(|p| load_image(p, cfg.max_image_pixels))
+        .chain(&cfg.request.images)
+        .map(|p| load_image(p, cfg.options.max_image_pixels))
         .collect::<Result<_, _>>()?;
-    if cfg.prompt.is_empty() && cfg.images.is_empty() {
+    if cfg.request.prompt.is_empty() && cfg.request.images.is_empty() {
         return Err(RunError::Nothing);
     }
-    if cfg.pipeline == Pipeline::LlamaCpp && cfg.max_slices != 9 {
-        return Err(RunError::MaxSlicesNeedsNative(cfg.max_slices));
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.request.max_slices != 9 {
+        return Err(RunError::MaxSlicesNeedsNative(cfg.request.max_slices));
     }
-    if cfg.pipeline == Pipeline::LlamaCpp && cfg.low_mem {
+    if cfg.pipeline == Pipeline::LlamaCpp && cfg.options.low_mem {
         return Err(RunError::LowMemNeedsNative);
     }
     let marker = mtmd::default_marker();
@@ -353,8 +342,13 @@ pub(crate) fn prepare_prompt(
         .iter()
         .map(|m| history_message(version, m, &marker))
         .collect::<Result<_, _>>()?;
-    let content = template::user_content(version, &cfg.prompt, cfg.images.len(), &marker)
-        .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    let content = template::user_content(
+        version,
+        &cfg.request.prompt,
+        cfg.request.images.len(),
+        &marker,
+    )
+    .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
     messages.push(Message::user(content));
     let formatted = template::format_chat(
         version,
@@ -399,13 +393,13 @@ pub fn run_with_history(
 ) -> Result<RunOutput, RunError> {
     let t_start = Instant::now();
     let prep = prepare_with_history(cfg, history)?;
-    let ctx_params = cfg.context_params();
+    let ctx_params = cfg.options.context_params();
     let model;
     let mut load_secs;
-    let (mut ctx, pre) = match (cfg.pipeline, cfg.low_mem) {
+    let (mut ctx, pre) = match (cfg.pipeline, cfg.options.low_mem) {
         (Pipeline::Native, false) => {
             let t_load = Instant::now();
-            model = Model::load(&cfg.model, cfg.load)?;
+            model = Model::load(&cfg.pair.model, cfg.options.load)?;
             load_secs = t_load.elapsed().as_secs_f64();
             let seq = native_sequence(cfg, &prep, &model)?;
             let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
@@ -415,19 +409,19 @@ pub fn run_with_history(
             // The prompt is laid out with the vocabulary alone (a few MB), the images are
             // encoded with the projector alone, and only then do the weights come in.
             let t_load = Instant::now();
-            let vocab = Model::load_vocab_only(&cfg.model)?;
+            let vocab = Model::load_vocab_only(&cfg.pair.model)?;
             load_secs = t_load.elapsed().as_secs_f64();
             let seq = native_sequence(cfg, &prep, &vocab)?;
             drop(vocab);
             let enc = encode_native(cfg, &prep, seq.n_chunks, on_event)?;
             let t_load = Instant::now();
-            model = Model::load(&cfg.model, cfg.load)?;
+            model = Model::load(&cfg.pair.model, cfg.options.load)?;
             load_secs += t_load.elapsed().as_secs_f64();
             prefill_native(cfg, &model, ctx_params, seq, enc)?
         }
         (Pipeline::LlamaCpp, _) => {
             let t_load = Instant::now();
-            model = Model::load(&cfg.model, cfg.load)?;
+            model = Model::load(&cfg.pair.model, cfg.options.load)?;
             load_secs = t_load.elapsed().as_secs_f64();
             prefill_llama_cpp(cfg, &prep, &model, ctx_params)?
         }
@@ -447,15 +441,16 @@ pub(crate) fn generate_and_report(
     t_start: Instant,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<RunOutput, RunError> {
-    let mut sampler = Sampler::new(&cfg.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
+    let mut sampler =
+        Sampler::new(&cfg.request.generation.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
     let mut on_text = |s: &str| on_event(Event::Text(s));
     let gen = generate(
         model,
         ctx,
         &mut sampler,
         pre.n_past,
-        cfg.n_predict,
-        cfg.ignore_eos,
+        cfg.request.generation.n_predict,
+        cfg.request.generation.ignore_eos,
         &mut on_text,
     )?;
     let total_secs = t_start.elapsed().as_secs_f64();
@@ -485,7 +480,7 @@ pub(crate) fn generate_and_report(
         prompt_decode_calls: pre.n_decode_calls,
         stop: gen.stop,
         timings,
-        low_mem: cfg.low_mem,
+        low_mem: cfg.options.low_mem,
         peak_rss_bytes: crate::plan::system::process_rss().map(|(_, peak)| peak),
         cpu_backend: crate::ffi::cpu_backend(),
         weight_repack: model.repacked(),
@@ -525,7 +520,7 @@ pub(crate) fn native_sequence(
     let params = SliceParams {
         image_size: info.image_size as u32,
         patch_size: info.patch_size as u32,
-        max_slices: cfg.max_slices,
+        max_slices: cfg.request.max_slices,
     };
     let plans = plan_images(&prep.images, &params)?;
     let layout = LayoutTokens::lookup(model)?;
@@ -549,7 +544,7 @@ pub(crate) fn native_sequence(
             }
         }
     }
-    check_fits(n_text, n_image, cfg.n_ctx)?;
+    check_fits(n_text, n_image, cfg.options.n_ctx)?;
     let n_layout: usize = plans.iter().map(|p| n_layout_tokens(style, p.grid)).sum();
     Ok(NativeSequence {
         segments,
@@ -592,7 +587,11 @@ fn encode_native(
         return Ok(Encoded::nothing());
     }
     let t_load = Instant::now();
-    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
+    let mut projector = ClipProjector::load(
+        &cfg.pair.mmproj,
+        cfg.options.warmup,
+        cfg.options.projector_attention,
+    )?;
     let load_secs = t_load.elapsed().as_secs_f64();
     let encoded = encode_with(&mut projector, cfg, prep, n_chunks, on_event)?;
     // The projector is freed here, before the language model's context and KV cache exist,
@@ -623,8 +622,8 @@ pub(crate) fn encode_with(
         let emb = encode::encode_image(
             projector,
             img,
-            cfg.max_slices,
-            cfg.n_threads,
+            cfg.request.max_slices,
+            cfg.options.n_threads,
             &mut |_, _| {},
         )?;
         for &secs in &emb.encode_secs {
@@ -656,7 +655,7 @@ pub(crate) fn prefill_native<'m>(
     let mut ctx = Context::new(model, ctx_params)?;
     let t_prefill = Instant::now();
     let emb_refs: Vec<&ImageEmbeddings> = enc.embeddings.iter().collect();
-    let prefill = if cfg.per_chunk_prefill {
+    let prefill = if cfg.request.per_chunk_prefill {
         prefill::prefill_per_segment
     } else {
         prefill::prefill
@@ -666,7 +665,7 @@ pub(crate) fn prefill_native<'m>(
         &seq.segments,
         &emb_refs,
         model.n_embd(),
-        cfg.n_batch as usize,
+        cfg.options.effective_batch() as usize,
         0,
     )?;
     let prompt_secs = t_prefill.elapsed().as_secs_f64();
@@ -695,11 +694,11 @@ fn prefill_llama_cpp<'m>(
 ) -> Result<(Context<'m>, Prefilled), RunError> {
     let t_load = Instant::now();
     let mut mtmd = Mtmd::load(
-        &cfg.mmproj,
+        &cfg.pair.mmproj,
         model,
-        cfg.n_threads,
-        cfg.warmup,
-        cfg.projector_attention,
+        cfg.options.n_threads,
+        cfg.options.warmup,
+        cfg.options.projector_attention,
     )?;
     let load_secs = t_load.elapsed().as_secs_f64();
     let rgb = mtmd_images(&prep.images);
@@ -707,7 +706,7 @@ fn prefill_llama_cpp<'m>(
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
     // mtmd's helper decodes each chunk on its own, in batches of n_batch.
     let mut n_decode_calls = 0usize;
-    let n_batch = (cfg.n_batch as usize).max(1);
+    let n_batch = (cfg.options.effective_batch() as usize).max(1);
     for info in chunks.infos() {
         match info {
             ChunkInfo::Text(t) => {
@@ -730,10 +729,11 @@ fn prefill_llama_cpp<'m>(
         .sum::<usize>()
         + usize::from(model.add_bos() && model.bos().is_some())
         + usize::from(model.add_eos() && model.eos().is_some());
-    check_fits(n_text, n_image, cfg.n_ctx)?;
+    check_fits(n_text, n_image, cfg.options.n_ctx)?;
     let mut ctx = Context::new(model, ctx_params)?;
     let t_prefill = Instant::now();
-    let (n_past, encode_secs) = mtmd.eval(&mut ctx, &chunks, 0, cfg.n_batch as i32)?;
+    let (n_past, encode_secs) =
+        mtmd.eval(&mut ctx, &chunks, 0, cfg.options.effective_batch() as i32)?;
     let prompt_secs =
         (t_prefill.elapsed().as_secs_f64() - encode_secs.iter().sum::<f64>()).max(0.0);
     Ok((
@@ -779,4 +779,18 @@ pub(crate) fn mtmd_images(images: &[LoadedImage]) -> Vec<RgbImage<'_>> {
             data: &i.rgb,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pipeline;
+
+    #[test]
+    fn pipelines_parse_from_their_json_names() {
+        for p in [Pipeline::Native, Pipeline::LlamaCpp] {
+            let name = serde_json::to_value(p).unwrap();
+            assert_eq!(name.as_str().unwrap().parse::<Pipeline>(), Ok(p));
+        }
+        assert!("mtmd".parse::<Pipeline>().unwrap_err().contains("\"mtmd\""));
+    }
 }

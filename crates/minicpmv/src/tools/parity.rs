@@ -128,22 +128,22 @@ fn merge_text(items: impl IntoIterator<Item = SeqItem>) -> Vec<SeqItem> {
 /// 9 slices, greedy decoding and exactly `n_predict` tokens (EOS ignored) are used).
 pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     let mut cfg = cfg.clone();
-    cfg.max_slices = 9;
-    cfg.ignore_eos = true;
-    cfg.sampling = SamplerParams {
+    cfg.request.max_slices = 9;
+    cfg.request.generation.ignore_eos = true;
+    cfg.request.generation.sampling = SamplerParams {
         temperature: 0.0,
         ..SamplerParams::default()
     };
     let prep = prepare(&cfg)?;
-    let model = Model::load(&cfg.model, cfg.load)?;
+    let model = Model::load(&cfg.pair.model, cfg.options.load)?;
 
     // llama.cpp's sequence and embeddings.
     let mut mtmd = Mtmd::load(
-        &cfg.mmproj,
+        &cfg.pair.mmproj,
         &model,
-        cfg.n_threads,
+        cfg.options.n_threads,
         true,
-        cfg.projector_attention,
+        cfg.options.projector_attention,
     )?;
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
@@ -164,7 +164,11 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     // Ours.
     let facts = &prep.facts.projector;
     let style = LayoutStyle::for_minicpmv_version(facts.minicpmv_version);
-    let mut projector = ClipProjector::load(&cfg.mmproj, cfg.warmup, cfg.projector_attention)?;
+    let mut projector = ClipProjector::load(
+        &cfg.pair.mmproj,
+        cfg.options.warmup,
+        cfg.options.projector_attention,
+    )?;
     let info = *projector.info();
     let params = SliceParams {
         image_size: info.image_size,
@@ -192,7 +196,12 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         let pre =
             preprocess(img, plan, info.image_mean, info.image_std).map_err(NativeError::from)?;
         for chunk in pre.chunks() {
-            ours.push(projector.encode(&chunk.data, chunk.width, chunk.height, cfg.n_threads)?);
+            ours.push(projector.encode(
+                &chunk.data,
+                chunk.width,
+                chunk.height,
+                cfg.options.n_threads,
+            )?);
         }
     }
     drop(projector);
@@ -227,10 +236,10 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     // is compared on its own above.
     let mut native_cfg = cfg.clone();
     native_cfg.pipeline = Pipeline::Native;
-    native_cfg.per_chunk_prefill = true;
+    native_cfg.request.per_chunk_prefill = true;
     let mut llama_cfg = cfg.clone();
     llama_cfg.pipeline = Pipeline::LlamaCpp;
-    llama_cfg.warmup = true;
+    llama_cfg.options.warmup = true;
     let tokens_native = run(&native_cfg, &mut |_| {})?.token_ids;
     let tokens_llama_cpp = run(&llama_cfg, &mut |_| {})?.token_ids;
 
@@ -270,8 +279,8 @@ fn compare_prefill(
         rest = &rest[n..];
     }
     let refs: Vec<&ImageEmbeddings> = images.iter().collect();
-    let mut ctx = Context::new(model, cfg.context_params())?;
-    let n_batch = cfg.n_batch as usize;
+    let mut ctx = Context::new(model, cfg.options.context_params())?;
+    let n_batch = cfg.options.effective_batch() as usize;
     let packed = prefill::prefill(&mut ctx, segments, &refs, n_embd, n_batch, 0)?;
     let a = ctx.logits(-1).ok_or(RunError::NoLogits)?.to_vec();
     ctx.clear_memory();

@@ -39,7 +39,8 @@ use crate::gguf::GgufFile;
 use crate::model::inputs::{check_pair, InputError, PairFacts, ProjectorFacts};
 use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
-use crate::session::run::{prepare, Pipeline, RunConfig, RunError};
+use crate::session::run::{prepare, RunConfig, RunError};
+use crate::session::{Pair, RunRequest, SessionOptions};
 use crate::vision::{load_image, LoadedImage, SlicePlan};
 
 /// The default number of continuation tokens.
@@ -676,27 +677,22 @@ fn format_prompts(
 /// A run of the reference pair on `prompt` and the first image: what [`prepare`] needs to
 /// check the files and format the prompt.
 fn reference_run_config(cfg: &QualityConfig, prompt: &str, n_predict: usize) -> RunConfig {
-    RunConfig {
-        model: cfg.reference_model.clone(),
-        mmproj: cfg.reference_mmproj.clone(),
-        images: vec![cfg.images[0].clone()],
-        prompt: prompt.to_string(),
-        n_predict,
-        ignore_eos: true,
-        sampling: crate::ffi::SamplerParams::default(),
-        n_threads: cfg.n_threads,
-        n_ctx: cfg.n_ctx,
-        n_batch: cfg.n_batch,
-        max_image_pixels: cfg.max_image_pixels,
-        max_slices: cfg.max_slices,
-        pipeline: Pipeline::Native,
-        warmup: false,
-        projector_attention: Default::default(),
-        kv_type: Default::default(),
-        low_mem: false,
-        per_chunk_prefill: false,
-        load: cfg.load,
-    }
+    let options = SessionOptions::default()
+        .threads(cfg.n_threads)
+        .context(cfg.n_ctx)
+        .batch(cfg.n_batch)
+        .max_image_pixels(cfg.max_image_pixels)
+        .load(cfg.load);
+    let request = RunRequest::new(prompt)
+        .image(&cfg.images[0])
+        .max_tokens(n_predict)
+        .ignore_eos(true)
+        .max_slices(cfg.max_slices);
+    RunConfig::new(
+        Pair::new(&cfg.reference_model, &cfg.reference_mmproj),
+        options,
+        request,
+    )
 }
 
 fn load_images(cfg: &QualityConfig) -> Result<Vec<LoadedImage>, QualityError> {
