@@ -153,15 +153,41 @@ where
     cmd
 }
 
-/// A temporary folder shared by all tests of this process, removed at exit by the OS temp
-/// cleaner (kept on purpose for post-mortem reading when a test fails).
+/// A temporary folder shared by all tests of this process. It is kept after the process ends,
+/// for post-mortem reading when a test fails, and removed by the next test process (which
+/// removes the folders of test processes that are no longer running).
 pub fn work_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        remove_stale_work_dirs();
         let d = std::env::temp_dir().join(format!("minicpmv-tests-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("create test work dir");
         d
     })
+}
+
+/// Removes the `minicpmv-tests-PID` folders of processes that no longer run (Linux: no
+/// `/proc/PID`; elsewhere nothing is removed).
+fn remove_stale_work_dirs() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("minicpmv-tests-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A tiny synthetic pair for `version` (e.g. "2.6"), generated once per process with the real
@@ -189,6 +215,38 @@ pub fn tiny_pair(version: &str) -> (PathBuf, PathBuf) {
             (dir.join("model.gguf"), dir.join("mmproj.gguf"))
         })
         .clone()
+}
+
+/// A MiniCPM-V 2.6 pair whose language model is about 240 MB (F16, 1024 wide, 8 layers, 8
+/// heads, 2 KV heads, feed-forward 4096; the tiny vocabulary and a tiny vision tower with a
+/// 1024-wide resampler), written once per process by the library's synth: big enough that
+/// weights, not the runtime's fixed cost, make most of a run's memory.
+pub fn medium_pair() -> (PathBuf, PathBuf) {
+    use minicpmv::model::family::{self, Scale, Version};
+    use minicpmv::tools::synth::{self, SynthOptions, WeightType};
+    static PAIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let spec = family::spec(Version::V2_6);
+        let mut text = *spec.text.get(Scale::Tiny);
+        let mut vision = *spec.vision.get(Scale::Tiny);
+        text.n_embd = 1024;
+        text.n_layer = 8;
+        text.n_head = 8;
+        text.n_head_kv = 2;
+        text.n_ff = 4096;
+        vision.projector_dim = text.n_embd;
+        let opts = SynthOptions {
+            version: Version::V2_6,
+            scale: Scale::Tiny,
+            out_dir: work_dir().join("medium-2.6"),
+            dtype: WeightType::F16,
+            seed: 7,
+        };
+        let out = synth::synth_with_dims(&opts, (text, vision))
+            .unwrap_or_else(|e| panic!("cannot write the medium pair: {e}"));
+        (out.model, out.mmproj)
+    })
+    .clone()
 }
 
 /// A PNG test image of `w` x `h` (a deterministic colour gradient), made once per process.

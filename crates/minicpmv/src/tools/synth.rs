@@ -63,7 +63,9 @@ use std::path::{Path, PathBuf};
 
 use crate::gguf::{GgmlType, GgufWriteError, GgufWriter, MetaArray, MetaValue, TensorInfo};
 pub use crate::model::family::Scale;
-use crate::model::family::{self, ModelSpec, TextArch, TextDims, Version, POS_BUCKETS_PER_SIDE};
+use crate::model::family::{
+    self, ModelSpec, TextArch, TextDims, Version, VisionDims, POS_BUCKETS_PER_SIDE,
+};
 
 /// Element type of the weight matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -303,12 +305,18 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// weights are generated and nothing is written). The seed only affects the weights, so it is
 /// not a parameter; [`synth`] adds it to `general.description`.
 pub fn plan(version: Version, scale: Scale, dtype: WeightType) -> Result<SynthPlan, SynthError> {
-    plan_with_seed(version, scale, dtype, None)
+    let spec = family::spec(version);
+    let dims = (*spec.text.get(scale), *spec.vision.get(scale));
+    plan_with_seed(version, scale, dims, dtype, None)
 }
+
+/// The language model's and the projector's dimensions, for [`synth_with_dims`].
+pub type Dims = (TextDims, VisionDims);
 
 fn plan_with_seed(
     version: Version,
     scale: Scale,
+    (text, vision): Dims,
     dtype: WeightType,
     seed: Option<u64>,
 ) -> Result<SynthPlan, SynthError> {
@@ -318,8 +326,6 @@ fn plan_with_seed(
         scale,
         message,
     };
-    let text = *spec.text.get(scale);
-    let vision = *spec.vision.get(scale);
     if vision.projector_dim != text.n_embd {
         return Err(plan_err(format!(
             "projector width {} != text n_embd {}",
@@ -329,7 +335,7 @@ fn plan_with_seed(
     let vocab = build_vocab(spec, text.n_vocab).map_err(plan_err)?;
     let seed_note = seed.map(|s| format!(", seed {s}")).unwrap_or_default();
     let model = plan_model(spec, scale, dtype, &text, vocab, &seed_note);
-    let mmproj = plan_mmproj(spec, scale, dtype, &seed_note);
+    let mmproj = plan_mmproj(spec, scale, &vision, dtype, &seed_note);
     Ok(SynthPlan {
         version,
         scale,
@@ -724,8 +730,13 @@ fn plan_model(
 // ---------------------------------------------------------------------------------------------
 // Projector
 
-fn plan_mmproj(spec: &ModelSpec, scale: Scale, dtype: WeightType, seed_note: &str) -> FilePlan {
-    let v = spec.vision.get(scale);
+fn plan_mmproj(
+    spec: &ModelSpec,
+    scale: Scale,
+    v: &VisionDims,
+    dtype: WeightType,
+    seed_note: &str,
+) -> FilePlan {
     let e = u64::from(v.n_embd);
     let f = u64::from(v.n_ff);
     let dd = u64::from(v.projector_dim);
@@ -866,7 +877,20 @@ fn plan_mmproj(spec: &ModelSpec, scale: Scale, dtype: WeightType, seed_note: &st
 /// Writes `out_dir/model.gguf` and `out_dir/mmproj.gguf` (creating `out_dir`); see the module
 /// docs. Each file goes to a temporary name first and is renamed into place.
 pub fn synth(opts: &SynthOptions) -> Result<SynthOutput, SynthError> {
-    let plan = plan_with_seed(opts.version, opts.scale, opts.dtype, Some(opts.seed))?;
+    let spec = family::spec(opts.version);
+    synth_with_dims(
+        opts,
+        (*spec.text.get(opts.scale), *spec.vision.get(opts.scale)),
+    )
+}
+
+/// [`synth`] with other dimensions than the version's at `opts.scale` (whose name the files
+/// still carry): e.g. a language model a few hundred MB large, where memory tests need the
+/// weights, not the runtime's constant, to dominate. Everything else (architecture, tensor
+/// names, vocabulary, chat template) is the version's; the projector width must equal the
+/// language model's.
+pub fn synth_with_dims(opts: &SynthOptions, dims: Dims) -> Result<SynthOutput, SynthError> {
+    let plan = plan_with_seed(opts.version, opts.scale, dims, opts.dtype, Some(opts.seed))?;
     std::fs::create_dir_all(&opts.out_dir).map_err(|source| SynthError::CreateDir {
         path: opts.out_dir.clone(),
         source,
