@@ -35,7 +35,8 @@ pub struct Run {
 }
 
 impl Run {
-    fn from_output(o: Output) -> Run {
+    /// The result of a finished process.
+    pub fn from_output(o: Output) -> Run {
         Run {
             code: o.status.code(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -129,7 +130,27 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let mut cmd = bin_command();
+    isolated(bin_command(), args, env)
+}
+
+/// [`command`] through a shell `script` that ends in `exec "$0" "$@"` with the binary as `$0`
+/// (e.g. to set a resource limit first: `ulimit -f 1024 && exec "$0" "$@"`).
+pub fn command_in_shell<I, S>(script: &str, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg(script).arg(bin());
+    isolated(sh, args, &[])
+}
+
+/// `cmd` with `args` and the test environment of [`command`].
+fn isolated<I, S>(mut cmd: Command, args: I, env: &[(&str, &std::ffi::OsStr)]) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     cmd.args(args)
         .env("MINICPMV_HOME", work_dir().join("home"))
         .env("MINICPMV_OFFLINE", "1");

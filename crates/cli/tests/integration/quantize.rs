@@ -15,7 +15,7 @@ use minicpmv::model::family::Version;
 use minicpmv::tools::synth::{self, FilePlan, Init, Scale, WeightType};
 
 use crate::harness::{
-    bin, command, file_with, image, minicpmv, minicpmv_env, tiny_pair, work_dir, Run,
+    command, command_in_shell, file_with, image, minicpmv, minicpmv_env, tiny_pair, work_dir, Run,
 };
 
 /// Every type `quantize --type` offers.
@@ -767,18 +767,13 @@ fn a_failing_write_leaves_nothing() {
     let out = dir.join("out.gguf");
     // 1 MiB limit; the f32 output of the tiny mmproj is about 3.5 MiB. (`ulimit -f` counts
     // 512- or 1024-byte blocks depending on the shell; both are far below 3.5 MiB.)
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 1024 && trap '' XFSZ && exec \"$0\" \"$@\"")
-        .arg(bin())
-        .args(["quantize", s(&mmproj), s(&out), "--type", "f32"])
-        .output()
-        .expect("run sh");
-    let r = Run {
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    let o = command_in_shell(
+        "ulimit -f 1024 && trap '' XFSZ && exec \"$0\" \"$@\"",
+        ["quantize", s(&mmproj), s(&out), "--type", "f32"],
+    )
+    .output()
+    .expect("run sh");
+    let r = Run::from_output(o);
     r.fails_with(&[
         "writing",
         s(&out),
