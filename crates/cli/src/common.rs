@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
+use minicpmv::session::options;
 
 use minicpmv::ffi::repack::Repack;
 use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
@@ -60,12 +61,12 @@ impl ModelArgs {
 #[derive(Debug, Args)]
 pub struct MemoryArgs {
     /// Context length in tokens (prompt or whole conversation, image embeddings, answers).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = options::DEFAULT_N_CTX,
           value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: u32,
     /// Prompt positions per decode call (llama.cpp's batch and micro-batch). Each call reads all
     /// the weights once; the compute buffers grow with it.
-    #[arg(short = 'b', long, default_value_t = 512,
+    #[arg(short = 'b', long, default_value_t = options::DEFAULT_N_BATCH,
           value_parser = clap::value_parser!(u32).range(1..=8192))]
     pub batch_size: u32,
     /// Largest image accepted, in pixels (width x height).
@@ -73,7 +74,8 @@ pub struct MemoryArgs {
     pub max_image_pixels: u64,
     /// Slices per image at most, 1..=9 (1: the overview only, one projector call per image).
     /// Fewer slices: faster and fewer tokens, less detail.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    #[arg(long, default_value_t = options::DEFAULT_MAX_SLICES,
+          value_parser = clap::value_parser!(u32).range(1..=options::DEFAULT_MAX_SLICES as i64))]
     pub max_slices: u32,
     /// Read the whole language model into RAM instead of memory-mapping it.
     #[arg(long)]
@@ -147,7 +149,7 @@ impl MemoryArgs {
 #[derive(Debug, Args)]
 pub struct GenerationArgs {
     /// Maximum number of tokens to generate (per answer in `chat`).
-    #[arg(short = 'n', long = "n-predict", default_value_t = 256,
+    #[arg(short = 'n', long = "n-predict", default_value_t = options::DEFAULT_N_PREDICT as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub n_predict: u32,
     /// Keep generating after the end-of-text token (always -n tokens; for benchmarks).

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use minicpmv::session::options;
 
 use minicpmv::session::run::RunConfig;
 use minicpmv::tools::parity::{compare, SeqItem};
@@ -30,7 +31,7 @@ pub struct ParityArgs {
     pub n_predict: u32,
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
     pub threads: Option<u32>,
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = options::DEFAULT_N_CTX,
           value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: u32,
     /// Largest embedding difference still counted as equal.

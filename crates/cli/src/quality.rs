@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use minicpmv::session::options;
 
 use minicpmv::ffi::LoadParams;
 use minicpmv::tools::quality::{evaluate, Metrics, QualityConfig, QualityReport, Side, Stage};
@@ -39,11 +40,12 @@ pub struct QualityArgs {
     pub n_predict: u32,
     #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..1025))]
     pub threads: Option<u32>,
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
+    #[arg(short = 'c', long = "ctx-size", default_value_t = options::DEFAULT_N_CTX,
           value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: u32,
     /// Slices per image at most, 1..=9.
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    #[arg(long, default_value_t = options::DEFAULT_MAX_SLICES,
+          value_parser = clap::value_parser!(u32).range(1..=options::DEFAULT_MAX_SLICES as i64))]
     pub max_slices: u32,
     /// Print stage messages on stderr even when it is not a terminal.
     #[arg(long)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
+use minicpmv::session::options;
 use serde::Serialize;
 
 use minicpmv::model::family::{self, Version};
@@ -22,7 +23,8 @@ pub struct SlicePlanArgs {
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
     /// Slices per image at most, 1..=9 (1: overview only).
-    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u32).range(1..=9))]
+    #[arg(long, default_value_t = options::DEFAULT_MAX_SLICES,
+          value_parser = clap::value_parser!(u32).range(1..=options::DEFAULT_MAX_SLICES as i64))]
     pub max_slices: u32,
     /// MiniCPM-V version (tokens per slice and layout): 2.5, 2.6, o2.6, 4.0, 4.5.
     #[arg(long = "version", value_name = "V", default_value = "2.6")]

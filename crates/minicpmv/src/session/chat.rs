@@ -35,7 +35,7 @@ use crate::model::inputs::PairFacts;
 use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message, Role};
-use crate::session::options::{Generation, SessionOptions};
+use crate::session::options::{Generation, SessionOptions, DEFAULT_MAX_SLICES};
 use crate::session::run::{history_message, Event, HistoryMessage, RunError};
 use crate::session::Pair;
 use crate::vision::{
@@ -61,7 +61,7 @@ impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
             generation: Generation::default(),
-            max_slices: 9,
+            max_slices: DEFAULT_MAX_SLICES,
             system: None,
             cache: CacheConfig::default(),
         }

@@ -8,6 +8,16 @@ use std::path::PathBuf;
 use crate::ffi::{ContextParams, KvType, LoadParams, ProjectorAttention, SamplerParams};
 use crate::vision::DEFAULT_MAX_PIXELS;
 
+/// Default context length in tokens ([`SessionOptions::n_ctx`], the CLI's `-c`).
+pub const DEFAULT_N_CTX: u32 = 4096;
+/// Default batch per decode call ([`SessionOptions::n_batch`], the CLI's `-b`).
+pub const DEFAULT_N_BATCH: u32 = 512;
+/// Default answer length ([`Generation::n_predict`], the CLI's `-n`).
+pub const DEFAULT_N_PREDICT: usize = 256;
+/// Default and largest slice cap ([`RunRequest::max_slices`], the CLI's `--max-slices`):
+/// llama.cpp's own.
+pub const DEFAULT_MAX_SLICES: u32 = 9;
+
 /// How a [`crate::Session`] (or a one-shot run) loads and runs its pair.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -39,8 +49,8 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             n_threads: crate::plan::system::performance_cores() as i32,
-            n_ctx: 4096,
-            n_batch: 512,
+            n_ctx: DEFAULT_N_CTX,
+            n_batch: DEFAULT_N_BATCH,
             kv_type: KvType::default(),
             load: LoadParams::default(),
             warmup: false,
@@ -138,7 +148,7 @@ pub struct Generation {
 impl Default for Generation {
     fn default() -> Self {
         Generation {
-            n_predict: 256,
+            n_predict: DEFAULT_N_PREDICT,
             ignore_eos: false,
             sampling: SamplerParams::default(),
         }
@@ -190,7 +200,7 @@ impl Default for RunRequest {
             prompt: String::new(),
             images: Vec::new(),
             generation: Generation::default(),
-            max_slices: 9,
+            max_slices: DEFAULT_MAX_SLICES,
             per_chunk_prefill: false,
         }
     }
