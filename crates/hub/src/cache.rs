@@ -134,8 +134,10 @@ impl Cache {
         progress: &mut dyn Progress,
     ) -> Result<InPlace, PullError> {
         let path = dir.join(&file.path);
-        let len = match fs::metadata(&path) {
-            Ok(m) if m.is_file() => m.len(),
+        // A symbolic link (or anything but a regular file) is never trusted: it is stale, and
+        // removing it removes the link, not its target.
+        let len = match fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_file() => m.len(),
             Ok(_) => return Ok(InPlace::Stale),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(InPlace::Missing),
             Err(e) => return Err(io_err(&path)(e)),
@@ -166,7 +168,8 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), PullError
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        // create_new: never through something already there (a planted link).
+        let mut f = File::options().write(true).create_new(true).open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
@@ -262,9 +265,43 @@ mod tests {
         let pair = cached(&cache, &r, DEFAULT_QUANT, &mut NoProgress).unwrap();
         assert_eq!(pair.model.path, dir.join("ggml-model-Q4_K_M.gguf"));
         assert_eq!(pair.mmproj.path, dir.join("mmproj-model-f16.gguf"));
-        assert_eq!(
-            fs::read_to_string(dir.join("mmproj-model-f16.gguf.sha256")).unwrap(),
-            format!("{}\n", sha(b"mmproj"))
+        let sidecar = fs::read_to_string(dir.join("mmproj-model-f16.gguf.sha256")).unwrap();
+        assert!(
+            sidecar.starts_with(&format!("{} 6 ", sha(b"mmproj"))),
+            "{sidecar:?}"
         );
+        // A cached file changed after it was verified (same size) is no longer trusted.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(dir.join(&mmproj.path), b"MMPROJ").unwrap();
+        let err = cached(&cache, &r, DEFAULT_QUANT, &mut NoProgress).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PullError::NotCached {
+                    missing: Missing::Mismatch(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A symbolic link in place of a file is never trusted, whatever it points to.
+        #[cfg(unix)]
+        {
+            let real = home.path().join("real-mmproj");
+            fs::write(&real, b"mmproj").unwrap();
+            fs::remove_file(dir.join(&mmproj.path)).unwrap();
+            std::os::unix::fs::symlink(&real, dir.join(&mmproj.path)).unwrap();
+            let err = cached(&cache, &r, DEFAULT_QUANT, &mut NoProgress).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    PullError::NotCached {
+                        missing: Missing::Mismatch(_),
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
     }
 }

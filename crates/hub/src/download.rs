@@ -27,10 +27,16 @@ fn part_path(path: &Path) -> PathBuf {
 }
 
 /// The length of the partial file kept from an earlier download of a `size`-byte file: 0 when
-/// there is none, or when it is longer than the file (then it is deleted).
+/// there is none, or when it is longer than the file (then it is deleted). A symbolic link (or
+/// anything but a regular file) there is refused, never followed.
 fn partial_len(part: &Path, size: u64) -> Result<u64, PullError> {
-    let have = match fs::metadata(part) {
-        Ok(m) => m.len(),
+    let have = match fs::symlink_metadata(part) {
+        Ok(m) if m.file_type().is_file() => m.len(),
+        Ok(_) => {
+            return Err(PullError::NotRegularFile {
+                path: part.to_path_buf(),
+            })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
         Err(e) => return Err(io_err(part)(e)),
     };
@@ -83,14 +89,15 @@ impl Hub {
             Resume::Append => {
                 let label = format!("checking the partial {}", file.path);
                 hash_prefix(part, have, hasher, &label, progress)?;
-                OpenOptions::new()
-                    .append(true)
+                no_follow(OpenOptions::new().append(true))
                     .open(part)
                     .map_err(io_err(part))?
             }
             Resume::Restart => {
                 have = 0;
-                File::create(part).map_err(io_err(part))?
+                no_follow(OpenOptions::new().write(true).create(true).truncate(true))
+                    .open(part)
+                    .map_err(io_err(part))?
             }
         };
         let mut reader = resp.into_body().into_reader();
@@ -131,6 +138,18 @@ impl Hub {
         }
         Ok(())
     }
+}
+
+/// `options` that refuse to open a symbolic link (`O_NOFOLLOW` on Unix): a link planted at the
+/// partial file between our check and the open makes the open fail instead of writing through
+/// it.
+fn no_follow(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options
 }
 
 /// How to go on after the answer `resp` to a request from byte `have`. An answer that is not

@@ -68,6 +68,13 @@ pub enum PullError {
         /// The repository.
         repo: String,
     },
+    /// A file of the cache is a symbolic link (or not a regular file): it is not written
+    /// through, since the link could point anywhere.
+    #[error("{} is a symbolic link or not a regular file; refusing to write through it (remove it and pull again)", path.display())]
+    NotRegularFile {
+        /// The path in the cache.
+        path: PathBuf,
+    },
     /// A download stopped before the end; the partial file is kept so a later download
     /// resumes it.
     #[error("download of {url} stopped at {have} of {size} bytes; {part} is kept for resuming")]

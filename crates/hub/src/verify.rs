@@ -81,14 +81,43 @@ pub(crate) fn sidecar_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether the sidecar of `path` records `expected`.
+/// Whether the sidecar of `path` records `expected` for the file as it is now: the sidecar
+/// holds the hash with the size and modification time the file had when it was hashed, and a
+/// file changed since (rewritten, truncated, touched) is hashed again.
 pub(crate) fn is_recorded(path: &Path, expected: &str) -> bool {
-    fs::read_to_string(sidecar_path(path)).is_ok_and(|recorded| recorded.trim() == expected)
+    let Ok(recorded) = fs::read_to_string(sidecar_path(path)) else {
+        return false;
+    };
+    let Some(stamp) = file_stamp(path) else {
+        return false;
+    };
+    recorded.trim() == format!("{expected} {stamp}")
 }
 
-/// Records `sha256` as the verified hash of `path`.
+/// `SIZE MTIME_NS` of a regular file (not followed through a link); `None` otherwise.
+fn file_stamp(path: &Path) -> Option<String> {
+    let m = fs::symlink_metadata(path).ok()?;
+    if !m.file_type().is_file() {
+        return None;
+    }
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{} {mtime}", m.len()))
+}
+
+/// Records `sha256` as the verified hash of `path` as it is now (size and mtime).
 pub(crate) fn record(path: &Path, sha256: &str) -> Result<(), PullError> {
-    write_atomic(&sidecar_path(path), format!("{sha256}\n").as_bytes())
+    let stamp = file_stamp(path).ok_or_else(|| PullError::NotRegularFile {
+        path: path.to_path_buf(),
+    })?;
+    write_atomic(
+        &sidecar_path(path),
+        format!("{sha256} {stamp}\n").as_bytes(),
+    )
 }
 
 /// Removes the sidecar of `path`, if any.
@@ -122,5 +151,22 @@ mod tests {
         assert!(file_matches(&path, 3, abc, "l", &mut NoProgress).unwrap());
         assert!(is_recorded(&path, abc));
         assert!(file_matches(&path, 4, abc, "l", &mut NoProgress).is_err());
+    }
+
+    #[test]
+    fn a_file_changed_after_it_was_recorded_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.gguf");
+        fs::write(&path, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        record(&path, abc).unwrap();
+        assert!(is_recorded(&path, abc));
+        // Same size, other bytes, a later modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"abd").unwrap();
+        assert!(!is_recorded(&path, abc));
+        // A sidecar of the older format (the hash alone) is not trusted either.
+        fs::write(sidecar_path(&path), format!("{abc}\n")).unwrap();
+        assert!(!is_recorded(&path, abc));
     }
 }

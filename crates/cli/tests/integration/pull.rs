@@ -343,10 +343,12 @@ fn pull_downloads_verifies_and_places_the_pair() {
         let got = std::fs::read(dir.join(name)).expect("downloaded file");
         let want = hub.file(name);
         assert!(got == want, "{name} differs from the served bytes");
-        assert_eq!(
-            std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap(),
-            format!("{}\n", sha256_hex(&want))
-        );
+        // The sidecar records the hash with the size and mtime the file had when it was hashed.
+        let sidecar = std::fs::read_to_string(dir.join(format!("{name}.sha256"))).unwrap();
+        let fields: Vec<&str> = sidecar.split_whitespace().collect();
+        assert_eq!(fields.len(), 3, "{sidecar:?}");
+        assert_eq!(fields[0], sha256_hex(&want));
+        assert_eq!(fields[1], want.len().to_string());
         // one plain request per file, through the resolve redirect
         let reqs = file_requests(&hub, name);
         assert_eq!(reqs.len(), 1, "{reqs:?}");
