@@ -9,6 +9,54 @@ use llama_cpp_sys_2 as sys;
 use serde::Serialize;
 
 static VERBOSE: AtomicBool = AtomicBool::new(false);
+/// The last error lines llama.cpp logged, kept whether or not the log is shown, so that a
+/// failure can say what llama.cpp said (see [`ErrorCapture`]).
+static RECENT_ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+/// Lines kept in [`RECENT_ERRORS`].
+const KEEP_ERRORS: usize = 8;
+
+/// The error lines llama.cpp logs from its creation on (process-wide: another thread's errors
+/// can appear too). Loading functions take one before calling llama.cpp and add
+/// [`ErrorCapture::said`] to their error, so "could not load" comes with llama.cpp's reason
+/// (e.g. which tensor is missing) without `-v`.
+pub(crate) struct ErrorCapture {
+    start: usize,
+}
+
+impl ErrorCapture {
+    pub(crate) fn begin() -> ErrorCapture {
+        ErrorCapture {
+            start: ERRORS_LOGGED.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `: llama.cpp says: LINE; LINE` with the error lines logged since [`ErrorCapture::begin`]
+    /// (at most the last few), or an empty string when there were none.
+    pub(crate) fn said(&self) -> String {
+        let recent = RECENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+        let total = ERRORS_LOGGED.load(Ordering::Relaxed);
+        let new = total.saturating_sub(self.start).min(recent.len());
+        if new == 0 {
+            return String::new();
+        }
+        format!(
+            ": llama.cpp says: {}",
+            recent[recent.len() - new..].join("; ")
+        )
+    }
+}
+
+/// Error lines logged since the process started.
+static ERRORS_LOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn record_error(text: &str) {
+    let mut recent = RECENT_ERRORS.lock().unwrap_or_else(|e| e.into_inner());
+    if recent.len() == KEEP_ERRORS {
+        recent.remove(0);
+    }
+    recent.push(text.to_string());
+    ERRORS_LOGGED.fetch_add(1, Ordering::Relaxed);
+}
 static BACKEND: OnceLock<()> = OnceLock::new();
 
 /// Shows llama.cpp's own log (on stderr, through the `log` crate) when `verbose` is true;
@@ -162,13 +210,19 @@ fn loaded_cpu_module() -> Option<String> {
 }
 
 unsafe extern "C" fn log_callback(level: sys::ggml_log_level, text: *const c_char, _: *mut c_void) {
-    if !VERBOSE.load(Ordering::Relaxed) || text.is_null() {
+    if text.is_null() {
         return;
     }
     // SAFETY: llama.cpp passes a valid NUL-terminated string that lives for this call.
     let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     let text = text.trim_end_matches('\n');
     if text.is_empty() {
+        return;
+    }
+    if level == sys::GGML_LOG_LEVEL_ERROR {
+        record_error(text.trim());
+    }
+    if !VERBOSE.load(Ordering::Relaxed) {
         return;
     }
     match level {

@@ -168,6 +168,7 @@ impl ClipProjector {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| load_err("the path contains a NUL byte".into()))?;
         let mut err = [0 as std::os::raw::c_char; ERR_CAP];
+        let capture = super::backend::ErrorCapture::begin();
         // SAFETY: c_path is NUL-terminated; err has ERR_CAP bytes and the shim writes at most
         // that many (NUL-terminated). The shim catches all C++ exceptions.
         let raw = unsafe {
@@ -179,7 +180,8 @@ impl ClipProjector {
                 ERR_CAP,
             )
         };
-        let ptr = NonNull::new(raw).ok_or_else(|| load_err(c_buf_to_string(&err)))?;
+        let ptr =
+            NonNull::new(raw).ok_or_else(|| load_err(with_log(c_buf_to_string(&err), &capture)))?;
         let mut raw_info = shim::mcv_clip_info::default();
         // SAFETY: ptr is a valid projector; raw_info is a valid out-parameter.
         unsafe { shim::mcv_clip_get_info(ptr.as_ptr(), &mut raw_info) };
@@ -436,5 +438,16 @@ impl Drop for ClipProjector {
     fn drop(&mut self) {
         // SAFETY: ptr came from mcv_clip_load and is freed exactly once.
         unsafe { shim::mcv_clip_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// `message` with what llama.cpp logged as errors meanwhile, or a pointer to `-v` when it
+/// logged nothing.
+pub(crate) fn with_log(message: String, capture: &super::backend::ErrorCapture) -> String {
+    let said = capture.said();
+    if said.is_empty() {
+        format!("{message} (run with -v for llama.cpp's log)")
+    } else {
+        format!("{message}{said}")
     }
 }

@@ -87,10 +87,13 @@ pub enum DecodeError {
     NoKvSlot { n_tokens: usize },
     #[error("decoding was aborted")]
     Aborted,
+    /// The language model's output held NaN or infinite values: its weights are corrupt.
+    #[error("the language model produced non-finite logits ({value}): its weights are corrupt (NaN or infinite)")]
+    NonFiniteLogits { value: f32 },
     #[error("llama_decode failed with code {code} on a batch of {n_tokens} tokens")]
     Failed { code: i32, n_tokens: usize },
-    #[error("llama.cpp could not create a context of {n_ctx} tokens (run with -v for its log)")]
-    ContextInit { n_ctx: u32 },
+    #[error("llama.cpp could not create a context of {n_ctx} tokens{}", if log.is_empty() { " (run with -v for its log)" } else { log.as_str() })]
+    ContextInit { n_ctx: u32, log: String },
     #[error("a batch of {n_tokens} entries is larger than the context's batch size {n_batch}")]
     BatchTooLarge { n_tokens: usize, n_batch: usize },
     #[error("embedding of width {got} given to a model whose input is {expected} wide")]
@@ -133,10 +136,12 @@ impl<'m> Context<'m> {
             cp.flash_attn_type = sys::LLAMA_FLASH_ATTN_TYPE_ENABLED;
         }
         cp.no_perf = true;
+        let capture = super::backend::ErrorCapture::begin();
         // SAFETY: model is a valid, loaded model that outlives the context (lifetime 'm).
         let raw = unsafe { sys::llama_init_from_model(model.as_ptr(), cp) };
-        let ptr = NonNull::new(raw).ok_or(DecodeError::ContextInit {
+        let ptr = NonNull::new(raw).ok_or_else(|| DecodeError::ContextInit {
             n_ctx: params.n_ctx,
+            log: capture.said(),
         })?;
         Ok(Context {
             ptr,

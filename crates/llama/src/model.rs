@@ -169,11 +169,19 @@ impl Model {
             mp.progress_callback = Some(release_pages_progress);
             mp.progress_callback_user_data = (&mut release as *mut PageRelease).cast();
         }
+        let capture = super::backend::ErrorCapture::begin();
         // SAFETY: c_path is a valid NUL-terminated string for the duration of the call; mp is a
         // fully initialised params struct whose callback user data (`release`) outlives the
         // call. A null result means failure.
         let raw = unsafe { sys::llama_model_load_from_file(c_path.as_ptr(), mp) };
-        let ptr = NonNull::new(raw).ok_or_else(|| err(" (run with -v to see llama.cpp's log)"))?;
+        let ptr = NonNull::new(raw).ok_or_else(|| {
+            let said = capture.said();
+            if said.is_empty() {
+                err(" (run with -v to see llama.cpp's log)")
+            } else {
+                err(&said)
+            }
+        })?;
         // SAFETY: ptr is a valid model; the vocab it returns lives as long as the model.
         let vocab = NonNull::new(unsafe { sys::llama_model_get_vocab(ptr.as_ptr()) } as *mut _);
         match vocab {

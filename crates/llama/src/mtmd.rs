@@ -14,9 +14,9 @@ use super::{Context, Model, Token};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MtmdError {
-    #[error("llama.cpp's mtmd could not load the projector {} (run with -v for its log)", path.display())]
-    Load { path: PathBuf },
-    #[error("llama.cpp's mtmd could not tokenize the prompt (code {code})")]
+    #[error("llama.cpp's mtmd could not load the projector {}{}", path.display(), if log.is_empty() { " (run with -v for its log)" } else { log.as_str() })]
+    Load { path: PathBuf, log: String },
+    #[error("llama.cpp's mtmd could not tokenize the prompt: {}", tokenize_reason(*code))]
     Tokenize { code: i32 },
     #[error("llama.cpp's mtmd failed to encode image chunk {index} (code {code})")]
     Encode { index: usize, code: i32 },
@@ -84,10 +84,12 @@ impl<'m> Mtmd<'m> {
         p.n_threads = n_threads;
         p.warmup = warmup;
         p.flash_attn_type = attention.llama_value();
+        let capture = super::backend::ErrorCapture::begin();
         // SAFETY: c_path is NUL-terminated; model is a valid loaded model that outlives 'm.
         let raw = unsafe { sys::mtmd_init_from_file(c_path.as_ptr(), model.as_ptr(), p) };
         let ptr = NonNull::new(raw).ok_or_else(|| MtmdError::Load {
             path: path.to_path_buf(),
+            log: capture.said(),
         })?;
         Ok(Mtmd {
             ptr,
@@ -308,5 +310,16 @@ impl Drop for Bitmap {
     fn drop(&mut self) {
         // SAFETY: came from mtmd_bitmap_init, freed once.
         unsafe { sys::mtmd_bitmap_free(self.0.as_ptr()) };
+    }
+}
+
+/// What `mtmd_tokenize`'s return codes mean (tools/mtmd/mtmd.h).
+fn tokenize_reason(code: i32) -> String {
+    match code {
+        1 => "the number of images differs from the number of image markers in the prompt".into(),
+        2 => "an image could not be preprocessed (its size or aspect ratio is beyond what \
+              llama.cpp's slicer handles)"
+            .into(),
+        other => format!("error code {other}"),
     }
 }

@@ -37,6 +37,66 @@ impl Default for SamplerParams {
     }
 }
 
+/// A sampling setting outside the range llama.cpp's samplers are defined for (they would run
+/// with it and sample garbage, or divide by it).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} is {value}; it must be {expected}")]
+pub struct SamplingError {
+    /// The setting, as [`SamplerParams`] names it (`temperature`, `top_p`, ...).
+    pub field: &'static str,
+    /// The value given, as text (NaN and infinities included).
+    pub value: String,
+    /// The range it must be in, in words.
+    pub expected: &'static str,
+}
+
+impl SamplerParams {
+    /// Checks every setting: `temperature` finite and >= 0 (0 is greedy), `top_k` >= 0 (0
+    /// disables it), `top_p` and `min_p` in 0..=1, `repeat_penalty` finite and > 0,
+    /// `repeat_last_n` >= -1 (-1: the whole context).
+    pub fn check(&self) -> Result<(), SamplingError> {
+        let err = |field, value: String, expected| {
+            Err(SamplingError {
+                field,
+                value,
+                expected,
+            })
+        };
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            return err(
+                "temperature",
+                t.to_string(),
+                "a finite number >= 0 (0: greedy)",
+            );
+        }
+        if self.top_k < 0 {
+            return err("top_k", self.top_k.to_string(), "an integer >= 0 (0: off)");
+        }
+        for (field, v) in [("top_p", self.top_p), ("min_p", self.min_p)] {
+            if !(0.0..=1.0).contains(&v) {
+                return err(field, v.to_string(), "between 0 and 1");
+            }
+        }
+        let r = self.repeat_penalty;
+        if !(r.is_finite() && r > 0.0) {
+            return err(
+                "repeat_penalty",
+                r.to_string(),
+                "a finite number > 0 (1: off)",
+            );
+        }
+        if self.repeat_last_n < -1 {
+            return err(
+                "repeat_last_n",
+                self.repeat_last_n.to_string(),
+                "an integer >= -1 (-1: the whole context, 0: off)",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A sampler chain. Freed on drop (the chain owns its members).
 #[derive(Debug)]
 pub struct Sampler {
@@ -106,5 +166,111 @@ impl Drop for Sampler {
         // SAFETY: the chain came from llama_sampler_chain_init and is freed exactly once; it
         // frees the samplers added to it.
         unsafe { sys::llama_sampler_free(self.ptr.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SamplerParams;
+
+    #[test]
+    fn sampling_settings_are_checked() {
+        assert_eq!(SamplerParams::default().check(), Ok(()));
+        let greedy = SamplerParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..SamplerParams::default()
+        };
+        assert_eq!(greedy.check(), Ok(()));
+        let bad = [
+            (
+                SamplerParams {
+                    temperature: f32::NAN,
+                    ..greedy
+                },
+                "temperature",
+                "NaN",
+            ),
+            (
+                SamplerParams {
+                    temperature: f32::INFINITY,
+                    ..greedy
+                },
+                "temperature",
+                "inf",
+            ),
+            (
+                SamplerParams {
+                    temperature: -0.5,
+                    ..greedy
+                },
+                "temperature",
+                "-0.5",
+            ),
+            (
+                SamplerParams {
+                    top_k: -1,
+                    ..greedy
+                },
+                "top_k",
+                "-1",
+            ),
+            (
+                SamplerParams {
+                    top_p: 1.5,
+                    ..greedy
+                },
+                "top_p",
+                "1.5",
+            ),
+            (
+                SamplerParams {
+                    top_p: f32::NAN,
+                    ..greedy
+                },
+                "top_p",
+                "NaN",
+            ),
+            (
+                SamplerParams {
+                    min_p: -0.1,
+                    ..greedy
+                },
+                "min_p",
+                "-0.1",
+            ),
+            (
+                SamplerParams {
+                    repeat_penalty: 0.0,
+                    ..greedy
+                },
+                "repeat_penalty",
+                "0",
+            ),
+            (
+                SamplerParams {
+                    repeat_penalty: f32::NAN,
+                    ..greedy
+                },
+                "repeat_penalty",
+                "NaN",
+            ),
+            (
+                SamplerParams {
+                    repeat_last_n: -2,
+                    ..greedy
+                },
+                "repeat_last_n",
+                "-2",
+            ),
+        ];
+        for (p, field, value) in bad {
+            let e = p.check().expect_err(field);
+            assert_eq!((e.field, e.value.as_str()), (field, value));
+            assert!(e
+                .to_string()
+                .starts_with(&format!("{field} is {value}; it must be")));
+        }
     }
 }

@@ -60,7 +60,7 @@ extern "C" mcv_clip * mcv_clip_load(const char * path, bool warmup, int32_t flas
             clip_free(res.ctx_gen_a);
         }
         if (res.ctx_v == nullptr) {
-            set_err(err, err_cap, "llama.cpp could not load the projector (clip_init failed; run with -v for its log)");
+            set_err(err, err_cap, "clip_init failed");
             return nullptr;
         }
         return new mcv_clip{res.ctx_v};
