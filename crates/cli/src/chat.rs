@@ -7,7 +7,7 @@
 //! per turn, JSON lines); per-turn statistics go to stderr. Ctrl-C during an answer stops that
 //! answer, not the program.
 
-use std::io::{self, BufRead, IsTerminal};
+use std::io::{self, BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 
 use minicpmv::encode::cache::{CacheConfig, CacheStats};
-use minicpmv::session::chat::{ChatConfig, ChatSession, TurnOutput};
+use minicpmv::session::chat::{ChatConfig, ChatLine, ChatSession, TurnOutput};
 use minicpmv::session::run::Event;
 use minicpmv::Pair;
 
@@ -97,31 +97,49 @@ fn install_ctrl_c() {
     }
 }
 
+/// Longest line read from a non-terminal stdin (16 MiB): far above any prompt a context holds,
+/// and a bound on memory when stdin never ends a line (`< /dev/zero`).
+const MAX_LINE_BYTES: u64 = 16 << 20;
+
 /// Where the user's lines come from.
-enum Input {
+enum Source {
     Editor(Box<rustyline::DefaultEditor>),
     Lines(io::StdinLock<'static>),
 }
 
+/// The user's lines, counted for messages.
+struct Input {
+    source: Source,
+    line_no: u64,
+}
+
 impl Input {
     fn open() -> Input {
-        if io::stdin().is_terminal() {
+        let source = if io::stdin().is_terminal() {
             match rustyline::DefaultEditor::new() {
-                Ok(ed) => return Input::Editor(Box::new(ed)),
-                Err(e) => log::warn!("no line editor ({e}); reading plain lines"),
+                Ok(ed) => Source::Editor(Box::new(ed)),
+                Err(e) => {
+                    log::warn!("no line editor ({e}); reading plain lines");
+                    Source::Lines(io::stdin().lock())
+                }
             }
-        }
-        Input::Lines(io::stdin().lock())
+        } else {
+            Source::Lines(io::stdin().lock())
+        };
+        Input { source, line_no: 0 }
     }
 
     fn interactive(&self) -> bool {
-        matches!(self, Input::Editor(_))
+        matches!(self.source, Source::Editor(_))
     }
 
-    /// The next line, `None` at the end of input.
+    /// The next line, `None` at the end of input. Lines from a pipe or file must be UTF-8 and
+    /// at most [`MAX_LINE_BYTES`] long.
     fn next_line(&mut self) -> Result<Option<String>> {
-        match self {
-            Input::Editor(ed) => match ed.readline("> ") {
+        self.line_no += 1;
+        let line_no = self.line_no;
+        match &mut self.source {
+            Source::Editor(ed) => match ed.readline("> ") {
                 Ok(line) => {
                     if !line.trim().is_empty() {
                         let _ = ed.add_history_entry(line.as_str());
@@ -133,49 +151,26 @@ impl Input {
                 Err(rustyline::error::ReadlineError::Eof) => Ok(None),
                 Err(e) => Err(e).context("reading input"),
             },
-            Input::Lines(stdin) => {
-                let mut line = String::new();
-                let n = stdin.read_line(&mut line).context("reading stdin")?;
-                Ok((n > 0).then_some(line))
+            Source::Lines(stdin) => {
+                let mut bytes = Vec::new();
+                let n = stdin
+                    .take(MAX_LINE_BYTES + 1)
+                    .read_until(b'\n', &mut bytes)
+                    .context("reading stdin")?;
+                if n as u64 > MAX_LINE_BYTES {
+                    anyhow::bail!(
+                        "line {line_no} of stdin is longer than {} MiB",
+                        MAX_LINE_BYTES >> 20
+                    );
+                }
+                if n == 0 {
+                    return Ok(None);
+                }
+                String::from_utf8(bytes)
+                    .map(Some)
+                    .map_err(|_| anyhow::anyhow!("line {line_no} of stdin is not valid UTF-8"))
             }
         }
-    }
-}
-
-/// One line of input, parsed.
-#[derive(Debug, PartialEq, Eq)]
-enum Line<'a> {
-    Empty,
-    Ask(&'a str),
-    Image(&'a str),
-    Reset,
-    Quit,
-    Help,
-    Unknown(&'a str),
-}
-
-fn parse_line(line: &str) -> Line<'_> {
-    let line = line.trim();
-    if line.is_empty() {
-        return Line::Empty;
-    }
-    let Some(cmd) = line.strip_prefix('/') else {
-        return Line::Ask(line);
-    };
-    let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
-    let rest = rest.trim();
-    match name {
-        "image" => {
-            let unquoted = ['"', '\'']
-                .iter()
-                .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-                .unwrap_or(rest);
-            Line::Image(unquoted)
-        }
-        "reset" => Line::Reset,
-        "quit" | "exit" => Line::Quit,
-        "help" => Line::Help,
-        _ => Line::Unknown(name),
     }
 }
 
@@ -209,28 +204,28 @@ pub fn main(args: ChatArgs) -> Result<()> {
     let mut input = Input::open();
     let interactive = input.interactive();
     if interactive && !args.quiet {
-        eprintln!("{HELP}");
+        crate::note!("{HELP}");
     }
     let mut stdout = Stdout::default();
     while let Some(line) = input.next_line()? {
-        let result = match parse_line(&line) {
-            Line::Empty => Ok(()),
-            Line::Quit => break,
-            Line::Help => {
-                eprintln!("{HELP}");
+        let result = match ChatLine::parse(&line) {
+            ChatLine::Empty => Ok(()),
+            ChatLine::Quit => break,
+            ChatLine::Help => {
+                crate::note!("{HELP}");
                 Ok(())
             }
-            Line::Reset => {
+            ChatLine::Reset => {
                 session.reset();
                 if !args.quiet {
-                    eprintln!("(conversation reset)");
+                    crate::note!("(conversation reset)");
                 }
                 Ok(())
             }
-            Line::Image("") => Err(anyhow::anyhow!("usage: /image PATH")),
-            Line::Image(path) => session.attach_image(Path::new(path)).map_err(Into::into),
-            Line::Unknown(name) => Err(anyhow::anyhow!("unknown command /{name}; {HELP}")),
-            Line::Ask(text) => turn(&mut session, text, &args, &mut stdout),
+            ChatLine::Image("") => Err(anyhow::anyhow!("usage: /image PATH")),
+            ChatLine::Image(path) => session.attach_image(Path::new(path)).map_err(Into::into),
+            ChatLine::Unknown(name) => Err(anyhow::anyhow!("unknown command /{name}; {HELP}")),
+            ChatLine::Ask(text) => turn(&mut session, text, &args, &mut stdout),
         };
         if stdout.broken.is_some() {
             break;
@@ -239,13 +234,16 @@ pub fn main(args: ChatArgs) -> Result<()> {
             if !interactive {
                 return Err(e);
             }
-            eprintln!("error: {}", super::hints::with_hint(&e));
+            crate::note!(
+                "error: {}",
+                super::output::printable(&super::hints::with_hint(&e))
+            );
         }
     }
     stdout.finish().context("writing to stdout")?;
     if !args.quiet {
         let s = session.cache_stats();
-        eprintln!(
+        crate::note!(
             "session: {} projector calls; embedding cache: {} hits ({} from disk), {} misses",
             session.n_projector_calls(),
             s.hits(),
@@ -290,7 +288,7 @@ fn turn(
     stdout.write_str("\n");
     if !args.quiet {
         let t = &out.timings;
-        eprintln!(
+        crate::note!(
             "turn {}: projector calls: {}, reused positions: {}, new: {}, embedding cache hits: {} | prompt {:.2} s | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {}",
             out.turn,
             out.n_projector_calls,
@@ -308,23 +306,4 @@ fn turn(
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_are_messages_or_commands() {
-        assert_eq!(parse_line("  \n"), Line::Empty);
-        assert_eq!(parse_line("What is it?\n"), Line::Ask("What is it?"));
-        assert_eq!(parse_line("/image a b.png\n"), Line::Image("a b.png"));
-        assert_eq!(parse_line("/image \"x.png\""), Line::Image("x.png"));
-        assert_eq!(parse_line("/image"), Line::Image(""));
-        assert_eq!(parse_line("/reset"), Line::Reset);
-        assert_eq!(parse_line("/quit"), Line::Quit);
-        assert_eq!(parse_line("/exit"), Line::Quit);
-        assert_eq!(parse_line("/help"), Line::Help);
-        assert_eq!(parse_line("/frobnicate 3"), Line::Unknown("frobnicate"));
-    }
 }

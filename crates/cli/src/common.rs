@@ -41,7 +41,7 @@ impl ModelArgs {
             (Some(m), Some(p)) => Ok((m.clone(), p.clone(), false)),
             _ if self.demo => {
                 let (m, p) = super::synth::demo_pair()?;
-                eprintln!(
+                crate::note!(
                     "note: --demo: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for another model.",
                     m.parent().map(|d| d.display().to_string()).unwrap_or_default()
                 );
@@ -156,19 +156,24 @@ pub struct GenerationArgs {
     #[arg(long)]
     pub ignore_eos: bool,
     /// Sampling temperature; 0 means greedy (deterministic).
-    #[arg(long = "temp", default_value_t = SamplerParams::default().temperature)]
+    #[arg(long = "temp", default_value_t = SamplerParams::default().temperature,
+          value_parser = non_negative, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Top-k sampling (0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().top_k)]
+    #[arg(long, default_value_t = SamplerParams::default().top_k,
+          value_parser = clap::value_parser!(i32).range(0..), allow_negative_numbers = true)]
     pub top_k: i32,
     /// Top-p (nucleus) sampling (1.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().top_p)]
+    #[arg(long, default_value_t = SamplerParams::default().top_p, value_parser = unit_interval,
+          allow_negative_numbers = true)]
     pub top_p: f32,
     /// Min-p sampling (0.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().min_p)]
+    #[arg(long, default_value_t = SamplerParams::default().min_p, value_parser = unit_interval,
+          allow_negative_numbers = true)]
     pub min_p: f32,
     /// Repetition penalty (1.0 disables).
-    #[arg(long, default_value_t = SamplerParams::default().repeat_penalty)]
+    #[arg(long, default_value_t = SamplerParams::default().repeat_penalty,
+          value_parser = positive, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// Random seed for sampling.
     #[arg(long, default_value_t = SamplerParams::default().seed)]
@@ -267,7 +272,7 @@ impl GenerationArgs {
         if !memplan::should_switch_to_low_mem(&plan.prediction, &low, plan.available.as_ref()) {
             return false;
         }
-        eprintln!(
+        crate::note!(
             "note: the model and projector need about {} together but {} is available; using --low-mem (about {}). See `minicpmv plan`.",
             human_bytes(plan.prediction.peak),
             plan.available.as_ref().map_or_else(|| "less".to_string(), |a| human_bytes(a.bytes)),
@@ -275,6 +280,81 @@ impl GenerationArgs {
         );
         true
     }
+}
+
+/// Longest prompt file read (16 MiB): far more text than any context holds.
+const MAX_PROMPT_FILE_BYTES: u64 = 16 << 20;
+
+/// The prompt in `path` (`-` for standard input): UTF-8 text of at most 16 MiB, from a regular
+/// file or stdin; errors name the file.
+pub fn read_prompt_file(path: &Path) -> Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .lock()
+            .take(MAX_PROMPT_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .context("reading the prompt from stdin")?;
+    } else {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read the prompt file {shown}"))?;
+        if !meta.is_file() {
+            anyhow::bail!("the prompt file {shown} is not a regular file");
+        }
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_PROMPT_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read the prompt file {shown}"))?;
+    }
+    if bytes.len() as u64 > MAX_PROMPT_FILE_BYTES {
+        anyhow::bail!("the prompt file {shown} is larger than 16 MiB");
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the prompt file {shown} is not UTF-8 text (byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// A finite number >= 0 (clap value parser).
+pub fn non_negative(s: &str) -> Result<f32, String> {
+    let v = parse_finite(s)?;
+    if v < 0.0 {
+        return Err(format!("{v} is negative; use a number >= 0"));
+    }
+    Ok(v)
+}
+
+/// A finite number > 0 (clap value parser).
+pub fn positive(s: &str) -> Result<f32, String> {
+    let v = parse_finite(s)?;
+    if v <= 0.0 {
+        return Err(format!("{v} is not above 0; use a number > 0"));
+    }
+    Ok(v)
+}
+
+/// A number from 0 to 1 (clap value parser).
+pub fn unit_interval(s: &str) -> Result<f32, String> {
+    let v = parse_finite(s)?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is outside 0..1; use a number from 0 to 1"));
+    }
+    Ok(v)
+}
+
+fn parse_finite(s: &str) -> Result<f32, String> {
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() {
+        return Err(format!("{s:?} is not a finite number"));
+    }
+    Ok(v)
 }
 
 /// Default thread count: the physical performance cores this process may use

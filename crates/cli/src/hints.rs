@@ -6,12 +6,14 @@
 //! A `#[error(transparent)]` wrapper hides the wrapped error from the source chain (its
 //! `source()` is the inner error's source), so each wrapper is looked into by hand.
 
+use minicpmv::ffi::SamplingError;
 use minicpmv::model::inputs::InputError;
 use minicpmv::plan::memory::PlanError;
 use minicpmv::session::chat::ChatError;
+use minicpmv::session::options::SettingsError;
 use minicpmv::session::run::RunError;
 use minicpmv::tools::quality::QualityError;
-use minicpmv::vision::ImageError;
+use minicpmv::vision::{ImageError, SliceError};
 use minicpmv_quantize::QuantizeError;
 
 /// The error chain, then `: HINT` when there is one.
@@ -40,6 +42,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             plan(e)
         } else if let Some(e) = cause.downcast_ref::<QuantizeError>() {
             quantize(e)
+        } else if let Some(e) = cause.downcast_ref::<SliceError>() {
+            slice(e)
+        } else if let Some(e) = cause.downcast_ref::<SamplingError>() {
+            sampling(e)
+        } else if let Some(e) = cause.downcast_ref::<SettingsError>() {
+            settings(e)
         } else {
             None
         }
@@ -73,6 +81,9 @@ fn run(e: &RunError) -> Option<String> {
         RunError::MaxSlicesNeedsNative(n) => {
             format!("--max-slices {n} needs the native pipeline: drop --pipeline llama.cpp")
         }
+        RunError::Slice { source, .. } => return slice(source),
+        RunError::Settings(e) => return settings(e),
+        RunError::Sampling(e) => return sampling(e),
         _ => return None,
     })
 }
@@ -84,6 +95,8 @@ fn chat(e: &ChatError) -> Option<String> {
         ChatError::ContextTooSmall { .. } => {
             Some("/reset, raise -c, lower --max-slices or use smaller images".into())
         }
+        ChatError::Slice { source, .. } => slice(source),
+        ChatError::Sampling(e) => sampling(e),
         _ => None,
     }
 }
@@ -91,6 +104,7 @@ fn chat(e: &ChatError) -> Option<String> {
 fn plan(e: &PlanError) -> Option<String> {
     match e {
         PlanError::Input(e) => input(e),
+        PlanError::Settings(e) => settings(e),
         PlanError::Image(e) => image(e),
         _ => None,
     }
@@ -108,6 +122,39 @@ fn image(e: &ImageError) -> Option<String> {
         ImageError::TooLarge { .. } => Some("raise the limit with --max-image-pixels".into()),
         _ => None,
     }
+}
+
+fn settings(e: &SettingsError) -> Option<String> {
+    match e {
+        SettingsError::ContextTooLong { n_ctx_train, .. } => {
+            Some(format!("set -c to {n_ctx_train} or less"))
+        }
+        SettingsError::ContextTooShort { .. } => Some("raise -c".into()),
+        SettingsError::Threads { .. } => Some("set -t".into()),
+        SettingsError::Batch => Some("set -b".into()),
+        _ => None,
+    }
+}
+
+fn slice(e: &SliceError) -> Option<String> {
+    match e {
+        SliceError::AspectRatio { .. } => {
+            Some("crop it closer to square, or use --max-slices 1 (the overview only)".into())
+        }
+        _ => None,
+    }
+}
+
+fn sampling(e: &SamplingError) -> Option<String> {
+    let flag = match e.field {
+        "temperature" => "--temp",
+        "top_k" => "--top-k",
+        "top_p" => "--top-p",
+        "min_p" => "--min-p",
+        "repeat_penalty" => "--repeat-penalty",
+        _ => return None,
+    };
+    Some(format!("set with {flag}"))
 }
 
 fn quantize(e: &QuantizeError) -> Option<String> {

@@ -68,6 +68,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    minicpmv::ffi::process::ignore_file_size_signal();
     let cli = Cli::parse();
     output::init_logger(cli.verbose);
     minicpmv::ffi::set_verbose(cli.verbose);
@@ -93,7 +94,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", hints::with_hint(&err));
+            crate::note!("error: {}", output::printable(&hints::with_hint(&err)));
             ExitCode::from(2)
         }
     }

@@ -3,6 +3,16 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
+/// `eprintln!` that never panics: a message that cannot be written (stderr closed, or a full
+/// device such as `2>/dev/full`) is dropped, and the command goes on to its exit code.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Installs a minimal stderr logger: warnings always, everything with `-v`.
 pub fn init_logger(verbose: bool) {
     static LOGGER: StderrLogger = StderrLogger;
@@ -45,6 +55,23 @@ pub fn error_chain(err: &anyhow::Error) -> String {
         out.push_str(&s);
     }
     out
+}
+
+/// `s` with control characters (newlines, tabs, escape sequences, ...) shown as escapes
+/// (`\n`, `\t`, `\u{1b}`), so a file name cannot break or recolour an error line.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Whether the error is stdout having been closed by the reader (`minicpmv ... | head`).
@@ -128,3 +155,14 @@ impl EncodeProgress {
 }
 
 pub use minicpmv::gguf::human_bytes;
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain/path é.png"), "plain/path é.png");
+        assert_eq!(printable("a\nb\tc\u{1b}[31m"), "a\\nb\\tc\\u{1b}[31m");
+    }
+}

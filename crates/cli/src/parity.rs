@@ -35,7 +35,8 @@ pub struct ParityArgs {
           value_parser = clap::value_parser!(u32).range(16..))]
     pub ctx_size: u32,
     /// Largest embedding difference still counted as equal.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = super::common::non_negative,
+          allow_negative_numbers = true)]
     pub tolerance: f32,
     /// Print the report as JSON.
     #[arg(long)]

@@ -67,9 +67,9 @@ pub fn main(args: PullArgs) -> Result<()> {
     }
     out.finish()?;
     if pair.repo == DEFAULT_REPO && pair.quant.eq_ignore_ascii_case(DEFAULT_QUANT) {
-        eprintln!("ready: minicpmv run --image IMG -p PROMPT (uses this pair by default)");
+        crate::note!("ready: minicpmv run --image IMG -p PROMPT (uses this pair by default)");
     } else {
-        eprintln!(
+        crate::note!(
             "ready: minicpmv run -m {} --mmproj {} --image IMG -p PROMPT",
             pair.model.path.display(),
             pair.mmproj.path.display()
@@ -161,7 +161,7 @@ pub fn default_pair(offline_flag: bool) -> Result<Pair> {
             bail!("download declined: pass -m MODEL.gguf --mmproj MMPROJ.gguf, or --demo for a tiny synthetic pair");
         }
     } else {
-        eprintln!(
+        crate::note!(
             "note: no -m/--mmproj given: downloading the default model, {DEFAULT_LABEL} ({sizes}), from {} into {} (once; `minicpmv pull` does the same)",
             hub.endpoint(),
             dir.display()
@@ -195,7 +195,7 @@ fn confirm(question: &str) -> Result<bool> {
 
 /// Announces which default pair is used.
 pub fn announce(pair: &Pair) {
-    eprintln!(
+    crate::note!(
         "note: no -m/--mmproj given: using the default model {DEFAULT_LABEL} from {}",
         pair.dir.display()
     );
@@ -331,7 +331,7 @@ impl pull::Progress for BarProgress {
             } else {
                 String::new()
             };
-            eprintln!("{label} ({total} bytes{from})");
+            crate::note!("{label} ({total} bytes{from})");
             return;
         }
         let bar = indicatif::ProgressBar::with_draw_target(

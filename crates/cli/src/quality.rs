@@ -88,7 +88,7 @@ pub fn main(args: QualityArgs) -> Result<()> {
                 }
                 Stage::LanguageModel(Side::Candidate) => "candidate language model: scoring",
             };
-            eprintln!("{msg}");
+            crate::note!("{msg}");
         }
     };
     let report = evaluate(&cfg, &mut on_stage)?;

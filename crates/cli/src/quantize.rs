@@ -133,6 +133,7 @@ pub fn main(args: QuantizeArgs) -> Result<()> {
 
 fn run_single(args: &QuantizeArgs, input: &Path, output: &Path, qtype: QuantType) -> Result<()> {
     let facts = mq::GgufFacts::read(input).context("cannot quantize")?;
+    minicpmv::model::inputs::check_quantizable(input).context("cannot quantize")?;
     let prepared = mq::prepare(Request {
         input: facts,
         output: output.to_path_buf(),
@@ -171,7 +172,7 @@ fn print_summaries(json: bool, summaries: &[&Summary]) -> Result<()> {
 /// summary.
 fn execute(prepared: Prepared, force_progress: bool, label: &str) -> Result<Summary> {
     for stale in &prepared.stale_removed {
-        eprintln!(
+        crate::note!(
             "removed {}: a temporary file left by an earlier quantize run that was killed",
             stale.display()
         );

@@ -22,6 +22,15 @@ pub struct RunArgs {
     /// The prompt. Images go before it unless it contains `<__media__>` placeholders.
     #[arg(short, long, default_value = "Describe this image.")]
     pub prompt: String,
+    /// Read the prompt from FILE (`-`: standard input) instead of -p: UTF-8 text, at most
+    /// 16 MiB.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "prompt"
+    )]
+    pub prompt_file: Option<PathBuf>,
     #[command(flatten)]
     pub gen: GenerationArgs,
     /// Image pipeline: ours (Rust slicing, one projector call per slice) or llama.cpp's own
@@ -72,7 +81,11 @@ pub fn main(args: RunArgs) -> Result<()> {
         Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
         Pipeline::LlamaCpp => gen.memory.low_mem,
     };
-    let request = RunRequest::new(args.prompt.as_str())
+    let prompt = match &args.prompt_file {
+        Some(path) => super::common::read_prompt_file(path)?,
+        None => args.prompt.clone(),
+    };
+    let request = RunRequest::new(prompt)
         .images(&args.images)
         .generation(gen.generation())
         .max_slices(gen.memory.max_slices)
@@ -124,7 +137,7 @@ fn print_summary(out: &RunOutput) {
             if out.low_mem { " (--low-mem)" } else { "" }
         )
     });
-    eprintln!(
+    crate::note!(
         "load {:.2} s | image encode {:.2} s ({} projector calls, {} image embeddings) | prompt {} tokens in {:.2} s ({:.1} tok/s, {} decode calls) | generated {} tokens in {:.2} s ({:.1} tok/s), stop: {} | first token after {:.2} s, total {:.2} s{}",
         t.load_secs,
         t.image_encode_secs,

@@ -26,6 +26,9 @@ pub struct SlicePlanArgs {
     #[arg(long, default_value_t = options::DEFAULT_MAX_SLICES,
           value_parser = clap::value_parser!(u32).range(1..=options::DEFAULT_MAX_SLICES as i64))]
     pub max_slices: u32,
+    /// Largest image file accepted, in pixels (width x height, read from its header).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_image_pixels: u64,
     /// MiniCPM-V version (tokens per slice and layout): 2.5, 2.6, o2.6, 4.0, 4.5.
     #[arg(long = "version", value_name = "V", default_value = "2.6")]
     pub version: Version,
@@ -110,7 +113,7 @@ pub fn main(args: SlicePlanArgs) -> Result<()> {
     let mut inputs: Vec<(u32, u32, Option<PathBuf>)> =
         args.sizes.iter().map(|&(w, h)| (w, h, None)).collect();
     for path in &args.images {
-        let img = load_image(path, DEFAULT_MAX_PIXELS)?;
+        let img = load_image(path, args.max_image_pixels)?;
         inputs.push((img.width, img.height, Some(path.clone())));
     }
     let mut plans = Vec::with_capacity(inputs.len());

@@ -75,7 +75,7 @@ pub fn main(args: SynthArgs) -> Result<()> {
         out.mmproj_bytes,
         out.vision_params
     );
-    eprintln!("done in {:.1} s", t0.elapsed().as_secs_f64());
+    crate::note!("done in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -23,3 +23,30 @@ pub use types::{
     GGUF_MAX_STRING_LEN, GGUF_MAX_TENSOR_NAME, GGUF_VERSION,
 };
 pub use write::{GgufWriteError, GgufWriter};
+
+/// What a path that is not a regular file (nor a directory) is, in words ("a FIFO (named
+/// pipe)", "a character device", ...); `None` for regular files and directories. Opening a FIFO
+/// for reading blocks until a writer comes, and a device never ends: callers refuse them.
+pub fn special_file_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let t = meta.file_type();
+    if t.is_file() || t.is_dir() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return Some("a FIFO (named pipe)");
+        }
+        if t.is_char_device() {
+            return Some("a character device");
+        }
+        if t.is_block_device() {
+            return Some("a block device");
+        }
+        if t.is_socket() {
+            return Some("a socket");
+        }
+    }
+    Some("not a regular file")
+}

@@ -71,6 +71,13 @@ impl GgufFile {
                 path: path.to_path_buf(),
             });
         }
+        if let Some(kind) = crate::special_file_kind(&meta) {
+            // A FIFO would block the open until a writer comes; a device has no end.
+            return Err(GgufError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         let file = File::open(path).map_err(io_err)?;
         let file_size = file.metadata().map_err(io_err)?.len();
         if file_size == 0 {

@@ -548,6 +548,10 @@ pub enum GgufError {
     #[error("{} is a directory, not a GGUF file", path.display())]
     IsDirectory { path: PathBuf },
 
+    /// A FIFO, a device or a socket: not something a model file can be read from.
+    #[error("{} is {kind}, not a regular GGUF file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -600,6 +604,7 @@ impl GgufError {
         match self {
             GgufError::NotFound { path }
             | GgufError::IsDirectory { path }
+            | GgufError::NotRegularFile { path, .. }
             | GgufError::Io { path, .. }
             | GgufError::Empty { path }
             | GgufError::BadMagic { path, .. }

@@ -224,7 +224,7 @@ fn plan_says_when_a_run_does_not_fit_and_what_would() {
         "--image".as_ref(),
         img.as_os_str(),
         "-c".as_ref(),
-        "8192".as_ref(),
+        "4096".as_ref(),
     ];
     let fits = minicpmv_env(
         args,

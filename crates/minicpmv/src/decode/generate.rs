@@ -131,6 +131,7 @@ pub fn generate_until(
         if cancel() {
             break StopReason::Cancelled;
         }
+        check_logits(ctx)?;
         let token = sampler.sample(ctx, -1);
         first_token_at.get_or_insert_with(Instant::now);
         if !ignore_eos && model.is_eog(token) {
@@ -168,6 +169,18 @@ pub fn generate_until(
         first_token_at,
         n_past,
     })
+}
+
+/// Refuses to sample from logits holding NaN or infinities (corrupt weights): llama.cpp's
+/// samplers would pick garbage, or misbehave on NaN probabilities.
+fn check_logits(ctx: &Context<'_>) -> Result<(), DecodeError> {
+    if let Some(&value) = ctx
+        .logits(-1)
+        .and_then(|l| l.iter().find(|x| !x.is_finite()))
+    {
+        return Err(DecodeError::NonFiniteLogits { value });
+    }
+    Ok(())
 }
 
 /// `n` tokens in `secs` seconds as tokens per second; 0 when no time was measured.

@@ -28,6 +28,14 @@ pub enum NativeError {
     /// the vocabulary; found by [`crate::prompt::sequence::LayoutTokens::lookup`].
     #[error("the vocabulary has no single token for {0:?}, which MiniCPM-V's image layout needs")]
     MissingLayoutToken(String),
+    /// A projector call produced NaN or infinite values (corrupt projector weights).
+    #[error("the projector produced a non-finite value ({value}) for chunk {chunk} of an image: its weights are corrupt (NaN or infinite)")]
+    NonFiniteEmbedding {
+        /// The chunk (0: overview).
+        chunk: usize,
+        /// The first such value.
+        value: f32,
+    },
     /// A projector call returned a buffer whose length is not `query_num * n_embd`.
     #[error("the projector produced {got} floats for a slice, {expected} were expected")]
     EmbeddingSize {
@@ -82,6 +90,7 @@ pub fn encode_image(
 ) -> Result<ImageEmbeddings, NativeError> {
     let params = slice_params(projector, max_slices);
     let plan = plan_slices(image.width, image.height, &params)?;
+    plan.check_resizable()?;
     let info = *projector.info();
     let pre = preprocess(image, &plan, info.image_mean, info.image_std)?;
     let total = 1 + pre.slices.len();
@@ -99,6 +108,14 @@ pub fn encode_image(
             return Err(NativeError::EmbeddingSize {
                 got: emb.len(),
                 expected,
+            });
+        }
+        if let Some(at) = emb.iter().position(|x| !x.is_finite()) {
+            // NaN or infinite weights (or an overflow) in the projector: the language model
+            // would compute on garbage, and samplers misbehave on NaN.
+            return Err(NativeError::NonFiniteEmbedding {
+                chunk: i,
+                value: emb[at],
             });
         }
         chunks.push(emb);

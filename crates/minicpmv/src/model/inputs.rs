@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::gguf::{FileKind, GgufError, GgufFile, MetaValue};
-use crate::model::family::Version;
+use crate::model::family::{self, Version};
+use crate::model::shape;
 
 /// Text architectures of the MiniCPM-V family (DESIGN.md §3).
 pub const TEXT_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "minicpm"];
@@ -92,6 +93,19 @@ pub enum InputError {
         /// The missing token text, e.g. `<slice>`.
         token: String,
     },
+    /// The language model and the projector are of different MiniCPM-V versions (told by the
+    /// model's architecture and vocabulary and the projector's `clip.minicpmv_version`).
+    #[error("the language model {} is {model_is} but the projector {} is for {}: the two files do not belong together", model.display(), mmproj.display(), family::spec(*projector_is).name)]
+    VersionMismatch {
+        /// The language model file.
+        model: PathBuf,
+        /// The projector file.
+        mmproj: PathBuf,
+        /// The versions the language model can be, in words.
+        model_is: String,
+        /// The projector's version.
+        projector_is: Version,
+    },
     /// The projector's output width (the width of `resampler.query`) differs from the
     /// language model's `{arch}.embedding_length`: the files are from different models.
     #[error("the projector {} produces embeddings of width {mmproj_width}, but the language model {} has width {model_width}: the two files do not belong together", mmproj.display(), model.display())]
@@ -107,6 +121,49 @@ pub enum InputError {
     },
 }
 
+/// The MiniCPM-V versions whose language model a file of architecture `arch` with vocabulary
+/// `tokens` can be: its architecture is the version's, and its vocabulary holds every control
+/// and user-defined token of the version's data (models/*.toml). When several versions match,
+/// only those with the most such tokens are kept (MiniCPM-o 2.6's vocabulary holds 2.6's and
+/// its audio tokens: it is o2.6, not 2.6).
+pub fn text_versions(arch: &str, tokens: &[String]) -> Vec<Version> {
+    let vocab: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
+    let matches: Vec<(Version, usize)> = Version::ALL
+        .into_iter()
+        .filter_map(|v| {
+            let spec = family::spec(v);
+            let needed: Vec<&str> = spec
+                .tokens
+                .control
+                .iter()
+                .chain(&spec.tokens.user_defined)
+                .map(String::as_str)
+                .collect();
+            (spec.text_arch.as_str() == arch && needed.iter().all(|t| vocab.contains(t)))
+                .then_some((v, needed.len()))
+        })
+        .collect();
+    let best = matches.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    matches
+        .into_iter()
+        .filter(|&(_, n)| n == best)
+        .map(|(v, _)| v)
+        .collect()
+}
+
+/// "MiniCPM-V 2.6", "MiniCPM-V 2.6 or MiniCPM-o 2.6", or "a qwen2 model of no known
+/// MiniCPM-V version".
+fn describe_versions(m: &ModelFacts) -> String {
+    if m.versions.is_empty() {
+        return format!("a {} model of no known MiniCPM-V version", m.arch);
+    }
+    m.versions
+        .iter()
+        .map(|v| family::spec(*v).name.clone())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// What the checks learned about a language model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelFacts {
@@ -118,6 +175,13 @@ pub struct ModelFacts {
     pub n_vocab: u64,
     /// The Jinja chat template from `tokenizer.chat_template`, if the file has one.
     pub chat_template: Option<String>,
+    /// `{arch}.context_length`: the context the model was trained for, in tokens; > 0.
+    pub n_ctx_train: u64,
+    /// `{arch}.block_count`: transformer blocks, as many as the file's `blk.N` tensors.
+    pub n_layer: u64,
+    /// The MiniCPM-V versions whose language model this can be ([`text_versions`]); empty for
+    /// a language model none of them matches (a fine-tune with its own vocabulary).
+    pub versions: Vec<Version>,
 }
 
 /// What the checks learned about a projector.
@@ -192,13 +256,44 @@ pub fn check_model(path: &Path) -> Result<(GgufFile, ModelFacts), InputError> {
             });
         }
     }
+    let bad = |reason: String| InputError::BadModel { path: p(), reason };
+    shape::check_vocab(&f, tokens).map_err(bad)?;
+    let shape = shape::check_text(&f, &arch, n_embd, tokens.len() as u64).map_err(bad)?;
+    let ctx_key = format!("{arch}.context_length");
+    let n_ctx_train = f
+        .get_u64(&ctx_key)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| bad(format!("missing or zero {ctx_key}")))?;
     let facts = ModelFacts {
         n_vocab: tokens.len() as u64,
         chat_template: f.get_str("tokenizer.chat_template").map(str::to_string),
-        arch,
+        versions: text_versions(&arch, tokens),
         n_embd,
+        n_ctx_train,
+        n_layer: shape.n_layer,
+        arch,
     };
     Ok((f, facts))
+}
+
+/// Checks a GGUF file before llama.cpp's quantizer reads it. The quantizer loads a language
+/// model's hyper-parameters (and asserts on a bad block count, as a load does), so a language
+/// model of a MiniCPM-V architecture gets every check of [`check_model`]; another
+/// architecture gets the block-count check. A projector is quantized tensor by tensor, with no
+/// hyper-parameter read, and passes as it is.
+pub fn check_quantizable(path: &Path) -> Result<(), InputError> {
+    let f = GgufFile::open(path).map_err(InputError::ModelFile)?;
+    let FileKind::LanguageModel(arch) = f.kind() else {
+        return Ok(());
+    };
+    shape::check_block_count(&f, &arch).map_err(|reason| InputError::BadModel {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    if TEXT_ARCHS.contains(&arch.as_str()) {
+        check_model(path)?;
+    }
+    Ok(())
 }
 
 /// Expected value types of the metadata keys llama.cpp's clip loader reads for a MiniCPM-V
@@ -227,6 +322,7 @@ const PROJECTOR_KEY_TYPES: &[(&str, &str)] = &[
     ("clip.vision.attention.layer_norm_epsilon", "f32"),
     ("clip.vision.image_mean", "array"),
     ("clip.vision.image_std", "array"),
+    ("clip.vision.mm_patch_merge_type", "string"),
 ];
 
 fn value_kind(v: &MetaValue) -> &'static str {
@@ -336,14 +432,7 @@ pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputE
             query.dims
         )));
     }
-    if let Some(proj) = f.tensor("resampler.proj.weight") {
-        if proj.dims.first() != Some(&n_embd) {
-            return Err(bad(format!(
-                "resampler.proj.weight has shape {:?}, expected width {n_embd}",
-                proj.dims
-            )));
-        }
-    }
+    shape::check_vision(&f, image_size, patch_size, n_embd).map_err(bad)?;
     Ok((
         f,
         ProjectorFacts {
@@ -377,6 +466,20 @@ pub fn check_pair(model: &Path, mmproj: &Path) -> Result<PairFacts, InputError> 
             mmproj: mmproj.to_path_buf(),
             model_width: m.n_embd,
             mmproj_width: pj.n_embd,
+        });
+    }
+    let expected_arch = family::spec(pj.version).text_arch.as_str();
+    let mismatch = if m.versions.is_empty() {
+        m.arch != expected_arch
+    } else {
+        !m.versions.contains(&pj.version)
+    };
+    if mismatch {
+        return Err(InputError::VersionMismatch {
+            model: model.to_path_buf(),
+            mmproj: mmproj.to_path_buf(),
+            model_is: describe_versions(&m),
+            projector_is: pj.version,
         });
     }
     Ok(PairFacts {

@@ -268,6 +268,9 @@ pub enum PlanError {
         /// Why it cannot be sliced.
         source: crate::vision::SliceError,
     },
+    /// A setting does not suit the pair (a context longer than the model's trained length).
+    #[error(transparent)]
+    Settings(#[from] crate::session::options::SettingsError),
     /// llama.cpp's `no_alloc` load for its estimate failed; the text says for which file and
     /// why.
     #[error("llama.cpp could not estimate memory for {0}")]
@@ -293,6 +296,17 @@ pub fn footprint(
     // Measured first, before this function allocates anything.
     let runtime = runtime_bytes();
     let facts = check_pair(model, mmproj)?;
+    if u64::from(s.n_ctx) > facts.model.n_ctx_train {
+        // The estimate would size (and llama.cpp allocate bookkeeping for) a cache of that
+        // length: refused up front, as a run refuses it.
+        return Err(PlanError::Settings(
+            crate::session::options::SettingsError::ContextTooLong {
+                n_ctx: s.n_ctx,
+                n_ctx_train: facts.model.n_ctx_train,
+                model: model.to_path_buf(),
+            },
+        ));
+    }
     let (gguf, _) = crate::model::inputs::check_model(model)?;
     let repack = crate::ffi::repack::decide_for_gguf(s.repack, &gguf);
     let est = ffi::llama_memory_estimate(
@@ -318,8 +332,9 @@ pub fn footprint(
     let (mut n_chunks, mut rgb_bytes, mut preprocessed) = (0usize, 0u64, 0u64);
     for path in images {
         let img = load_image(path, max_image_pixels)?;
-        let plan =
-            plan_slices(img.width, img.height, &params).map_err(|source| PlanError::Slice {
+        let plan = plan_slices(img.width, img.height, &params)
+            .and_then(|plan| plan.check_resizable().map(|()| plan))
+            .map_err(|source| PlanError::Slice {
                 path: path.clone(),
                 source,
             })?;

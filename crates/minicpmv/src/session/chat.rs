@@ -42,6 +42,54 @@ use crate::vision::{
     load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
 };
 
+/// One line a user types in a chat (`minicpmv chat`), parsed: a message, or a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatLine<'a> {
+    /// Only white space.
+    Empty,
+    /// A message to the model (the line, trimmed).
+    Ask(&'a str),
+    /// `/image PATH`: attach an image to the next message (quotes around the path are
+    /// removed; an empty path is a usage error for the caller).
+    Image(&'a str),
+    /// `/reset`: forget the conversation.
+    Reset,
+    /// `/quit` or `/exit`.
+    Quit,
+    /// `/help`.
+    Help,
+    /// `/NAME` of no known command.
+    Unknown(&'a str),
+}
+
+impl<'a> ChatLine<'a> {
+    /// Parses one line (pure; any text is a message unless it starts with `/`).
+    pub fn parse(line: &'a str) -> ChatLine<'a> {
+        let line = line.trim();
+        if line.is_empty() {
+            return ChatLine::Empty;
+        }
+        let Some(cmd) = line.strip_prefix('/') else {
+            return ChatLine::Ask(line);
+        };
+        let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        let rest = rest.trim();
+        match name {
+            "image" => {
+                let unquoted = ['"', '\'']
+                    .iter()
+                    .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+                    .unwrap_or(rest);
+                ChatLine::Image(unquoted)
+            }
+            "reset" => ChatLine::Reset,
+            "quit" | "exit" => ChatLine::Quit,
+            "help" => ChatLine::Help,
+            _ => ChatLine::Unknown(name),
+        }
+    }
+}
+
 /// The settings of one conversation (the loading and running settings are the session's
 /// [`SessionOptions`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +203,10 @@ pub enum ChatError {
     /// llama.cpp returned no sampler chain for [`Generation::sampling`].
     #[error("could not create the sampler")]
     Sampler,
+    /// A sampling setting of [`ChatConfig::generation`] is out of range; found when the chat
+    /// starts.
+    #[error(transparent)]
+    Sampling(#[from] crate::ffi::SamplingError),
 }
 
 /// An image of the conversation.
@@ -319,6 +371,7 @@ impl<'m> ChatSession<'m> {
         options: &SessionOptions,
         cfg: ChatConfig,
     ) -> Result<Self, ChatError> {
+        cfg.generation.sampling.check()?;
         let info = &facts.projector;
         let layout = LayoutTokens::lookup(model)?;
         let encoder = Encoder {
@@ -358,8 +411,9 @@ impl<'m> ChatSession<'m> {
     pub fn attach_image(&mut self, path: &Path) -> Result<(), ChatError> {
         let img = load_image(path, self.options.max_image_pixels)?;
         let params = &self.encoder.slice_params;
-        let plan =
-            plan_slices(img.width, img.height, params).map_err(|source| ChatError::Slice {
+        let plan = plan_slices(img.width, img.height, params)
+            .and_then(|plan| plan.check_resizable().map(|()| plan))
+            .map_err(|source| ChatError::Slice {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -854,6 +908,34 @@ mod tests {
             chunk,
             row,
         }
+    }
+
+    #[test]
+    fn lines_are_messages_or_commands() {
+        assert_eq!(ChatLine::parse("  \n"), ChatLine::Empty);
+        assert_eq!(
+            ChatLine::parse("What is it?\n"),
+            ChatLine::Ask("What is it?")
+        );
+        assert_eq!(
+            ChatLine::parse("/image a b.png\n"),
+            ChatLine::Image("a b.png")
+        );
+        assert_eq!(
+            ChatLine::parse("/image \"x.png\""),
+            ChatLine::Image("x.png")
+        );
+        assert_eq!(ChatLine::parse("/image"), ChatLine::Image(""));
+        assert_eq!(ChatLine::parse("/reset"), ChatLine::Reset);
+        assert_eq!(ChatLine::parse("/quit"), ChatLine::Quit);
+        assert_eq!(ChatLine::parse("/exit"), ChatLine::Quit);
+        assert_eq!(ChatLine::parse("/help"), ChatLine::Help);
+        assert_eq!(
+            ChatLine::parse("/frobnicate 3"),
+            ChatLine::Unknown("frobnicate")
+        );
+        assert_eq!(ChatLine::parse("/ 3"), ChatLine::Unknown(""));
+        assert_eq!(ChatLine::parse("/image \""), ChatLine::Image("\""));
     }
 
     #[test]

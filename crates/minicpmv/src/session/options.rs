@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use crate::ffi::{ContextParams, KvType, LoadParams, ProjectorAttention, SamplerParams};
+use crate::model::inputs::PairFacts;
 use crate::vision::DEFAULT_MAX_PIXELS;
 
 /// Default context length in tokens ([`SessionOptions::n_ctx`], the CLI's `-c`).
@@ -130,6 +131,70 @@ impl SessionOptions {
             n_threads_batch: self.n_threads,
             kv_type: self.kv_type,
         }
+    }
+}
+
+/// Most threads accepted (the CLI's `-t` bound).
+pub const MAX_THREADS: i32 = 1024;
+/// Shortest context accepted, in tokens (the CLI's `-c` bound).
+pub const MIN_N_CTX: u32 = 16;
+
+/// A [`SessionOptions`] value that cannot work with the pair it is used on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The context is longer than the language model's `{arch}.context_length`: the model was
+    /// never trained there, and the KV cache would grow with it (a context of 2^31 tokens
+    /// asks for terabytes).
+    #[error("a context of {n_ctx} tokens is longer than the {n_ctx_train} tokens the language model {} was trained for", model.display())]
+    ContextTooLong {
+        /// [`SessionOptions::n_ctx`].
+        n_ctx: u32,
+        /// The model's trained context length.
+        n_ctx_train: u64,
+        /// The language model file.
+        model: PathBuf,
+    },
+    /// The context is shorter than [`MIN_N_CTX`].
+    #[error("a context of {n_ctx} tokens is too short; it must be at least {MIN_N_CTX}")]
+    ContextTooShort {
+        /// [`SessionOptions::n_ctx`].
+        n_ctx: u32,
+    },
+    /// [`SessionOptions::n_threads`] is outside 1..=[`MAX_THREADS`].
+    #[error("{n_threads} threads: the thread count must be 1 to {MAX_THREADS}")]
+    Threads {
+        /// The value given.
+        n_threads: i32,
+    },
+    /// [`SessionOptions::n_batch`] is 0.
+    #[error("a batch of 0 tokens: the batch must be at least 1")]
+    Batch,
+}
+
+impl SessionOptions {
+    /// Checks these options against a checked pair, before anything is loaded: thread count,
+    /// batch, and a context within the language model's trained length.
+    pub fn check(&self, model: &std::path::Path, facts: &PairFacts) -> Result<(), SettingsError> {
+        if !(1..=MAX_THREADS).contains(&self.n_threads) {
+            return Err(SettingsError::Threads {
+                n_threads: self.n_threads,
+            });
+        }
+        if self.n_batch == 0 {
+            return Err(SettingsError::Batch);
+        }
+        if self.n_ctx < MIN_N_CTX {
+            return Err(SettingsError::ContextTooShort { n_ctx: self.n_ctx });
+        }
+        if u64::from(self.n_ctx) > facts.model.n_ctx_train {
+            return Err(SettingsError::ContextTooLong {
+                n_ctx: self.n_ctx,
+                n_ctx_train: facts.model.n_ctx_train,
+                model: model.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -60,6 +60,7 @@ impl Pair {
     ) -> Result<Session, RunError> {
         let pair = Pair::new(model.as_ref(), mmproj.as_ref());
         let facts = check_pair(&pair.model, &pair.mmproj)?;
+        options.check(&pair.model, &facts)?;
         let t_load = Instant::now();
         let model = Model::load(&pair.model, options.load)?;
         Ok(Session {

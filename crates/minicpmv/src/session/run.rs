@@ -261,6 +261,13 @@ pub enum RunError {
     /// llama.cpp returned no sampler chain for [`Generation::sampling`](crate::session::Generation::sampling).
     #[error("could not create the sampler")]
     Sampler,
+    /// A session setting does not suit the pair (e.g. a context longer than the model's
+    /// trained length); found before anything is loaded.
+    #[error(transparent)]
+    Settings(#[from] crate::session::options::SettingsError),
+    /// A sampling setting is out of range ([`SamplerParams::check`](crate::ffi::SamplerParams::check)); found before any work.
+    #[error(transparent)]
+    Sampling(#[from] crate::ffi::SamplingError),
     /// After the prefill, llama.cpp had no logits for the last prompt position, so nothing can
     /// be sampled.
     #[error("llama.cpp gave no logits for the last prompt position")]
@@ -312,6 +319,7 @@ pub fn history_message(
 fn prepare_with_history(cfg: &RunConfig, history: &[HistoryMessage]) -> Result<Prepared, RunError> {
     // Everything that can be checked is checked before llama.cpp sees it.
     let facts = check_pair(&cfg.pair.model, &cfg.pair.mmproj)?;
+    cfg.options.check(&cfg.pair.model, &facts)?;
     prepare_prompt(cfg, facts, history)
 }
 
@@ -321,21 +329,22 @@ pub(crate) fn prepare_prompt(
     facts: PairFacts,
     history: &[HistoryMessage],
 ) -> Result<Prepared, RunError> {
-    let images: Vec<LoadedImage> = history
-        .iter()
-        .flat_map(|m| &m.images)
-        .chain(&cfg.request.images)
-        .map(|p| load_image(p, cfg.options.max_image_pixels))
-        .collect::<Result<_, _>>()?;
     if cfg.request.prompt.is_empty() && cfg.request.images.is_empty() {
         return Err(RunError::Nothing);
     }
+    cfg.request.generation.sampling.check()?;
     if cfg.pipeline == Pipeline::LlamaCpp && cfg.request.max_slices != 9 {
         return Err(RunError::MaxSlicesNeedsNative(cfg.request.max_slices));
     }
     if cfg.pipeline == Pipeline::LlamaCpp && cfg.options.low_mem {
         return Err(RunError::LowMemNeedsNative);
     }
+    let images: Vec<LoadedImage> = history
+        .iter()
+        .flat_map(|m| &m.images)
+        .chain(&cfg.request.images)
+        .map(|p| load_image(p, cfg.options.max_image_pixels))
+        .collect::<Result<_, _>>()?;
     let marker = mtmd::default_marker();
     let version = facts.projector.version;
     let mut messages: Vec<Message> = history
@@ -701,6 +710,17 @@ fn prefill_llama_cpp<'m>(
         cfg.options.projector_attention,
     )?;
     let load_secs = t_load.elapsed().as_secs_f64();
+    // mtmd slices the images itself (up to 9 slices); planning them here first gives an error
+    // that names the image instead of mtmd's return code.
+    let info = &prep.facts.projector;
+    plan_images(
+        &prep.images,
+        &SliceParams {
+            image_size: info.image_size as u32,
+            patch_size: info.patch_size as u32,
+            max_slices: cfg.request.max_slices,
+        },
+    )?;
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
@@ -761,10 +781,12 @@ pub(crate) fn plan_images(
     images
         .iter()
         .map(|img| {
-            plan_slices(img.width, img.height, params).map_err(|source| RunError::Slice {
-                path: img.path.clone(),
-                source,
-            })
+            plan_slices(img.width, img.height, params)
+                .and_then(|plan| plan.check_resizable().map(|()| plan))
+                .map_err(|source| RunError::Slice {
+                    path: img.path.clone(),
+                    source,
+                })
         })
         .collect()
 }

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use super::slice::MAX_IMAGE_SIDE;
+
 /// Default pixel limit of [`load_image`]: 64 megapixels (width x height), about 192 MB once
 /// decoded to RGB8. The CLI's `--max-image-pixels` overrides it.
 pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
@@ -38,6 +40,24 @@ pub enum ImageError {
     IsDirectory {
         /// The path given.
         path: PathBuf,
+    },
+    /// The path names a FIFO, a device or a socket.
+    #[error("image path {} is {kind}, not a regular image file", path.display())]
+    NotRegularFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is, in words.
+        kind: &'static str,
+    },
+    /// The file is larger than [`MAX_IMAGE_FILE_BYTES`]; nothing was read.
+    #[error("image file {} is {bytes} bytes, above the limit of {limit} bytes for an image file", path.display())]
+    FileTooLarge {
+        /// The path given.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// [`MAX_IMAGE_FILE_BYTES`].
+        limit: u64,
     },
     /// The file has zero bytes.
     #[error("image file {} is empty", path.display())]
@@ -80,6 +100,18 @@ pub enum ImageError {
         /// The `max_pixels` passed to [`load_image`].
         limit: u64,
     },
+    /// The header announces a side longer than llama.cpp handles; no pixel was decoded.
+    #[error("image {} is {width}x{height}; each side must be at most {max} pixels (llama.cpp's limit)", path.display())]
+    SideTooLarge {
+        /// The path given.
+        path: PathBuf,
+        /// Width from the header, in pixels.
+        width: u32,
+        /// Height from the header, in pixels.
+        height: u32,
+        /// [`MAX_IMAGE_SIDE`].
+        max: u32,
+    },
     /// The header announces a zero width or height.
     #[error("image {} has a zero size ({width}x{height})", path.display())]
     ZeroSize {
@@ -91,6 +123,11 @@ pub enum ImageError {
         height: u32,
     },
 }
+
+/// Largest image file read, in bytes (512 MiB): far above any 64-megapixel JPEG, PNG or TIFF,
+/// and a bound on what a wrong path (a model file given as an image) costs before it is
+/// refused.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 512 << 20;
 
 /// Loads an image file as RGB8. The size is checked against `max_pixels` from the header,
 /// before any pixel is decoded. Alpha is dropped (the colour channels are kept as stored),
@@ -108,14 +145,34 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
     if meta.is_dir() {
         return Err(ImageError::IsDirectory { path: p() });
     }
+    if let Some(kind) = crate::gguf::special_file_kind(&meta) {
+        return Err(ImageError::NotRegularFile { path: p(), kind });
+    }
     if meta.len() == 0 {
         return Err(ImageError::Empty { path: p() });
+    }
+    if meta.len() > MAX_IMAGE_FILE_BYTES {
+        return Err(ImageError::FileTooLarge {
+            path: p(),
+            bytes: meta.len(),
+            limit: MAX_IMAGE_FILE_BYTES,
+        });
     }
     let bytes = std::fs::read(path).map_err(|e| ImageError::Io {
         path: p(),
         source: e,
     })?;
-    let reader = ImageReader::new(Cursor::new(&bytes))
+    decode_image(&bytes, path, max_pixels)
+}
+
+/// Decodes an image held in memory (a file's bytes, or an upload) as [`load_image`] does;
+/// `name` is what errors call it (a path, or e.g. a request field).
+pub fn decode_image(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<LoadedImage, ImageError> {
+    let p = || name.to_path_buf();
+    if bytes.is_empty() {
+        return Err(ImageError::Empty { path: p() });
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ImageError::Io {
             path: p(),
@@ -123,7 +180,7 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
         })?;
     match reader.format() {
         None => return Err(ImageError::UnknownFormat { path: p() }),
-        Some(ImageFormat::Jpeg) if !jpeg_is_complete(&bytes) => {
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(ImageError::Decode {
                 path: p(),
                 reason: "the JPEG data ends before its end-of-image marker".into(),
@@ -141,6 +198,14 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
             path: p(),
             width,
             height,
+        });
+    }
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
+        return Err(ImageError::SideTooLarge {
+            path: p(),
+            width,
+            height,
+            max: MAX_IMAGE_SIDE,
         });
     }
     if u64::from(width) * u64::from(height) > max_pixels {

@@ -10,7 +10,9 @@ mod preprocess;
 pub mod resize;
 mod slice;
 
-pub use load::{load_image, ImageError, LoadedImage, DEFAULT_MAX_PIXELS};
+pub use load::{
+    decode_image, load_image, ImageError, LoadedImage, DEFAULT_MAX_PIXELS, MAX_IMAGE_FILE_BYTES,
+};
 pub use preprocess::{preprocess, preprocess_rgb, F32Image, PreprocessError, Preprocessed};
 pub use resize::{ResizeError, RgbImage};
 pub use slice::{

@@ -37,6 +37,7 @@
 //! would give it, and no slices (llama.cpp's algorithm would otherwise produce a single 1x1
 //! "grid" slice, which is never useful).
 
+use super::resize::MAX_RESIZE_SIDE;
 use std::fmt;
 
 /// The largest image side llama.cpp accepts: `clip_image_size::area()` GGML_ASSERTs
@@ -137,6 +138,21 @@ pub enum SliceError {
         /// The limit, [`MAX_IMAGE_SIDE`].
         max: u32,
     },
+    /// The aspect ratio is so extreme that the slicer's resize target has a side above
+    /// [`MAX_RESIZE_SIDE`] (llama.cpp refuses to resize there).
+    #[error("image is {width}x{height}: at this aspect ratio the slicer would resize it to {target_width}x{target_height}, beyond llama.cpp's limit of {max} pixels per side")]
+    AspectRatio {
+        /// Image width, in pixels.
+        width: u32,
+        /// Image height, in pixels.
+        height: u32,
+        /// Width of the resize target, in pixels.
+        target_width: u32,
+        /// Height of the resize target, in pixels.
+        target_height: u32,
+        /// The limit, [`MAX_RESIZE_SIDE`].
+        max: u32,
+    },
     /// [`SliceParams::max_slices`] is 0 or above [`LLAMA_CPP_MAX_SLICES`].
     #[error("max_slices is {max_slices}; it must be in 1..={max}")]
     MaxSlices {
@@ -156,6 +172,27 @@ pub enum SliceError {
         /// The largest `image_size` allowed, [`MAX_IMAGE_SIDE`].
         max: u32,
     },
+}
+
+impl SlicePlan {
+    /// Whether the images of this plan can be made: the overview and the refined image are
+    /// resized, and llama.cpp's resizer refuses a side above [`MAX_RESIZE_SIDE`], which a plan
+    /// reaches at extreme aspect ratios (46000x1 refines to 92008x14). Planning itself follows
+    /// llama.cpp's geometry for every size; this is checked before any pixel is touched.
+    pub fn check_resizable(&self) -> Result<(), SliceError> {
+        for target in std::iter::once(self.overview).chain(self.refine) {
+            if target.0 > MAX_RESIZE_SIDE || target.1 > MAX_RESIZE_SIDE {
+                return Err(SliceError::AspectRatio {
+                    width: self.source.0,
+                    height: self.source.1,
+                    target_width: target.0,
+                    target_height: target.1,
+                    max: MAX_RESIZE_SIDE,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Plans the slices of a `width` x `height` image (see the module docs for the algorithm and
