@@ -7,6 +7,8 @@
 //! bounded by the bytes left in the file before anything is allocated for it.
 
 use std::collections::HashMap;
+
+use crate::GGUF_VERSION;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -92,6 +94,56 @@ impl GgufFile {
             path,
         };
         parse(src)
+    }
+
+    /// The header of a file that is planned but not written (e.g. a synthetic real-shape pair
+    /// of many GB), as [`GgufFile::open`] would read it: tensors laid out in order at
+    /// [`GGUF_DEFAULT_ALIGNMENT`] offsets. No file is read; the sizes of the data section and
+    /// the header are estimates (the data offset is 0). For checking planned files' metadata
+    /// and shapes with the same code that checks real ones.
+    pub fn from_header(
+        path: &Path,
+        metadata: Vec<(String, MetaValue)>,
+        tensors: Vec<(String, Vec<u64>, GgmlType)>,
+    ) -> GgufFile {
+        let align = GGUF_DEFAULT_ALIGNMENT;
+        let mut offset = 0u64;
+        let tensors: Vec<TensorInfo> = tensors
+            .into_iter()
+            .map(|(name, dims, ggml_type)| {
+                let n_bytes = ggml_type.tensor_bytes(&dims).unwrap_or(0);
+                let t = TensorInfo {
+                    name,
+                    dims,
+                    ggml_type,
+                    offset,
+                    n_bytes,
+                };
+                offset = (offset + n_bytes).div_ceil(align) * align;
+                t
+            })
+            .collect();
+        let key_index = metadata
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        let tensor_index = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        GgufFile {
+            path: path.to_path_buf(),
+            version: GGUF_VERSION,
+            alignment: align,
+            metadata,
+            tensors,
+            data_offset: 0,
+            file_size: offset,
+            key_index,
+            tensor_index,
+        }
     }
 
     /// The value of a metadata key (O(1)).

@@ -206,8 +206,13 @@ pub struct ProjectorFacts {
 
 /// Checks that `path` is a MiniCPM-V language model GGUF llama.cpp can load.
 pub fn check_model(path: &Path) -> Result<(GgufFile, ModelFacts), InputError> {
-    let f = GgufFile::open(path).map_err(InputError::ModelFile)?;
-    let p = || path.to_path_buf();
+    check_model_file(GgufFile::open(path).map_err(InputError::ModelFile)?)
+}
+
+/// [`check_model`] of a file already read (errors name `f.path`).
+pub fn check_model_file(f: GgufFile) -> Result<(GgufFile, ModelFacts), InputError> {
+    let path = f.path.clone();
+    let p = || path.clone();
     let arch = match f.kind() {
         FileKind::Projector => return Err(InputError::ProjectorAsModel { path: p() }),
         FileKind::Unknown => return Err(InputError::NoArchitecture { path: p() }),
@@ -339,8 +344,13 @@ fn value_kind(v: &MetaValue) -> &'static str {
 
 /// Checks that `path` is a MiniCPM-V projector GGUF that llama.cpp's clip loader accepts.
 pub fn check_projector(path: &Path) -> Result<(GgufFile, ProjectorFacts), InputError> {
-    let f = GgufFile::open(path).map_err(InputError::ProjectorFile)?;
-    let p = || path.to_path_buf();
+    check_projector_file(GgufFile::open(path).map_err(InputError::ProjectorFile)?)
+}
+
+/// [`check_projector`] of a file already read (errors name `f.path`).
+pub fn check_projector_file(f: GgufFile) -> Result<(GgufFile, ProjectorFacts), InputError> {
+    let path = f.path.clone();
+    let p = || path.clone();
     let bad = |reason: String| InputError::BadProjector { path: p(), reason };
     match f.kind() {
         FileKind::Projector => {}
@@ -486,4 +496,82 @@ pub fn check_pair(model: &Path, mmproj: &Path) -> Result<PairFacts, InputError> 
         model: m,
         projector: pj,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::family::Scale;
+    use crate::tools::synth::{self, FilePlan, WeightType};
+
+    /// The header of a planned synthetic file, as `GgufFile::open` would read it.
+    fn header(plan: &FilePlan, name: &str) -> GgufFile {
+        GgufFile::from_header(
+            Path::new(name),
+            plan.metadata.clone(),
+            plan.tensors
+                .iter()
+                .map(|t| (t.name.clone(), t.dims.clone(), t.ty))
+                .collect(),
+        )
+    }
+
+    /// The checks accept the synthetic pairs of every version at both scales: the tiny ones
+    /// the tests run, and the real-shape ones (the public models' dimensions, many GB, checked
+    /// from their planned headers) the benchmarks run. The language model is recognised as
+    /// its own version only.
+    #[test]
+    fn every_synthetic_pair_passes_the_checks_at_both_scales() {
+        for version in Version::ALL {
+            for scale in [Scale::Tiny, Scale::Real] {
+                let plan = synth::plan(version, scale, WeightType::F16).expect("plan");
+                let (_, m) = check_model_file(header(&plan.model, "model.gguf"))
+                    .unwrap_or_else(|e| panic!("{version} {scale} model: {e}"));
+                let (_, p) = check_projector_file(header(&plan.mmproj, "mmproj.gguf"))
+                    .unwrap_or_else(|e| panic!("{version} {scale} mmproj: {e}"));
+                assert_eq!(m.versions, vec![version], "{version} {scale}");
+                assert_eq!(p.version, version, "{version} {scale}");
+                assert_eq!(m.n_embd, p.n_embd, "{version} {scale}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_version_is_the_most_specific_match() {
+        let spec = |v| family::spec(v);
+        let vocab = |v: Version| -> Vec<String> {
+            let s = spec(v);
+            s.tokens
+                .control
+                .iter()
+                .chain(&s.tokens.user_defined)
+                .cloned()
+                .collect()
+        };
+        // o2.6's vocabulary holds all of 2.6's control tokens and its audio tokens.
+        assert_eq!(
+            text_versions("qwen2", &vocab(Version::O2_6)),
+            [Version::O2_6]
+        );
+        assert_eq!(
+            text_versions("qwen2", &vocab(Version::V2_6)),
+            [Version::V2_6]
+        );
+        // The architecture must agree.
+        assert!(text_versions("llama", &vocab(Version::V2_6)).is_empty());
+        assert_eq!(
+            text_versions("qwen3", &vocab(Version::V4_5)),
+            [Version::V4_5]
+        );
+        assert_eq!(
+            text_versions("llama", &vocab(Version::V4_0)),
+            [Version::V4_0]
+        );
+        assert_eq!(
+            text_versions("llama", &vocab(Version::V2_5)),
+            [Version::V2_5]
+        );
+        // A vocabulary of none of them (a fine-tune with its own tokens).
+        assert!(text_versions("qwen2", &["a".to_string()]).is_empty());
+    }
 }
