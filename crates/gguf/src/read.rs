@@ -22,6 +22,13 @@ use super::types::{
 /// Upper bound on the number of metadata entries and of tensors a header may declare (no real
 /// file comes near; the bound only turns absurd counts into a clear [`GgufError::Invalid`]).
 const MAX_COUNT: u64 = 1 << 30;
+/// Most elements of one metadata array we read: 16 M, far above any vocabulary (a few hundred
+/// thousand tokens and merges), and a bound on what a hostile array costs in memory (a 15 GB
+/// file could otherwise declare a billion empty strings, each taking 24 bytes of RAM).
+const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
+/// Most entries reserved ahead of reading them: vectors grow past it only as entries are
+/// actually read (a count in a header is not trusted with memory).
+const PREALLOC: u64 = 1 << 12;
 /// Smallest possible metadata entry: key length (8) + 1-byte key + value type (4) + u8 value.
 const MIN_KV_BYTES: u64 = 14;
 /// Smallest possible tensor info: name length (8) + n_dims (4) + type (4) + offset (8).
@@ -88,12 +95,36 @@ impl GgufFile {
             });
         }
         let src = Source {
-            r: BufReader::with_capacity(1 << 16, file),
+            r: Box::new(BufReader::with_capacity(1 << 16, file)),
             pos: 0,
             size: file_size,
             path,
         };
         parse(src)
+    }
+
+    /// Reads a GGUF file held in memory, with every check of [`GgufFile::open`]; `path` is what
+    /// errors call it.
+    pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<GgufFile, GgufError> {
+        GgufFile::parse_prefix(bytes, bytes.len() as u64, path)
+    }
+
+    /// Reads the header of a GGUF file of `file_size` bytes from its first bytes (`prefix`):
+    /// the header is parsed from them and every tensor is checked to lie within `file_size`,
+    /// whose data is never read. A header that runs past `prefix` is reported truncated. (The
+    /// fuzzers mutate headers this way without copying megabytes of weights.)
+    pub fn parse_prefix(prefix: &[u8], file_size: u64, path: &Path) -> Result<GgufFile, GgufError> {
+        if file_size == 0 {
+            return Err(GgufError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        parse(Source {
+            r: Box::new(prefix),
+            pos: 0,
+            size: file_size,
+            path,
+        })
     }
 
     /// The header of a file that is planned but not written (e.g. a synthetic real-shape pair
@@ -272,7 +303,7 @@ impl GgufFile {
 
 /// A bounded, position-tracking reader over the file.
 struct Source<'a> {
-    r: BufReader<File>,
+    r: Box<dyn Read + 'a>,
     pos: u64,
     size: u64,
     path: &'a Path,
@@ -428,10 +459,11 @@ impl Source<'_> {
             return Err(nested(self));
         }
         let n = self.u64(what)?;
-        if n > GGUF_MAX_ARRAY_LEN {
+        let max = GGUF_MAX_ARRAY_LEN.min(MAX_ARRAY_ELEMENTS);
+        if n > max {
             return Err(self.invalid(format!(
                 "metadata key {key:?} declares an array of {n} elements, more than the \
-                 {GGUF_MAX_ARRAY_LEN} allowed"
+                 {max} allowed"
             )));
         }
         // n <= 2^30 and min_size <= 8: no overflow.
@@ -472,8 +504,7 @@ impl Source<'_> {
                     .collect(),
             ),
             ValueType::String => {
-                // n * 8 <= remaining, so this capacity is bounded by the file size.
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity(n.min(PREALLOC) as usize);
                 for _ in 0..n {
                     v.push(self.value_string(what, lossy)?);
                 }
@@ -516,8 +547,8 @@ fn parse(mut src: Source<'_>) -> Result<GgufFile, GgufError> {
         )));
     }
 
-    // Metadata. Capacities are bounded by what the rest of the file can hold.
-    let cap = n_kv.min(src.remaining() / MIN_KV_BYTES) as usize;
+    // Metadata. Capacities are bounded by what the rest of the file can hold, and by PREALLOC.
+    let cap = n_kv.min(src.remaining() / MIN_KV_BYTES).min(PREALLOC) as usize;
     let mut metadata: Vec<(String, MetaValue)> = Vec::with_capacity(cap);
     let mut key_index: HashMap<String, usize> = HashMap::with_capacity(cap);
     for i in 0..n_kv {
@@ -560,7 +591,9 @@ fn parse(mut src: Source<'_>) -> Result<GgufFile, GgufError> {
     };
 
     // Tensor infos.
-    let cap = n_tensors.min(src.remaining() / MIN_TENSOR_INFO_BYTES) as usize;
+    let cap = n_tensors
+        .min(src.remaining() / MIN_TENSOR_INFO_BYTES)
+        .min(PREALLOC) as usize;
     let mut tensors: Vec<TensorInfo> = Vec::with_capacity(cap);
     let mut tensor_index: HashMap<String, usize> = HashMap::with_capacity(cap);
     for i in 0..n_tensors {

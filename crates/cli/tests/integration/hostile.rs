@@ -1946,3 +1946,37 @@ fn the_corpus_holds_at_least_100_refused_inputs() {
     assert!(total >= 100, "only {total} hostile inputs");
     eprintln!("hostile corpus: {n_model} model, {n_mmproj} projector, {n_raw} structural cases (plus images, flags, chat, quantize and pull)");
 }
+
+/// A large file (8 GB, sparse: no disk used) whose header declares 2^30 metadata entries or
+/// tensors: the reader once reserved memory for as many entries as the file could hold (tens
+/// of GB, an abort), found by the `gguf` fuzz target. Now refused with the file named.
+#[test]
+fn huge_counts_in_a_large_file_are_refused_without_reserving_memory() {
+    let (model, mmproj) = tiny_pair("2.6");
+    let g = RawGguf::parse(std::fs::read(&model).expect("read"));
+    let mut cases = Vec::new();
+    for (label, bytes) in [
+        ("n_kv", g.with_u64(g.n_kv_at(), 1 << 30)),
+        ("n_tensors", g.with_u64(g.n_tensors_at(), 1 << 30)),
+    ] {
+        let path = dir().join(format!("sparse-8GB-{label}.gguf"));
+        std::fs::write(&path, &bytes).expect("write");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(8 << 30))
+            .expect("sparse 8 GB");
+        let p = s(&path);
+        cases.push(Case::error(
+            format!("{label}: inspect"),
+            ["inspect", p.as_str()],
+            &[&p],
+        ));
+        cases.push(Case::error(
+            format!("{label}: run"),
+            run_args(&path, &mmproj),
+            &[&p],
+        ));
+    }
+    run_all(&cases);
+}

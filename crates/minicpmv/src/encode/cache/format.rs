@@ -153,6 +153,14 @@ pub fn decode_file(bytes: &[u8], key: &EmbdKey) -> Result<ImageEmbeddings, Strin
     if n_slices.saturating_mul(16) > body.len() || n_chunks.saturating_mul(8) > body.len() {
         return Err("impossible counts in the header".into());
     }
+    // One chunk for the overview and one per slice, and slices only with a grid of as many
+    // cells (found by the embd-cache fuzz target: a plan of 2 chunks holding 1 was read).
+    let cells = grid.map_or(0, |(cols, rows)| cols as usize * rows as usize);
+    if n_chunks != 1 + n_slices || cells != n_slices {
+        return Err(format!(
+            "{n_chunks} chunks and {n_slices} slices for a grid of {cells} cells"
+        ));
+    }
     let mut slices = Vec::with_capacity(n_slices);
     for _ in 0..n_slices {
         slices.push(SliceRect {
