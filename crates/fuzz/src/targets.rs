@@ -3,7 +3,7 @@
 //! by the project's own code) and runs one input, returning `Err` when an oracle fails; a
 //! panic is a failure too. Every input is bytes, so a failure can be saved and replayed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use minicpmv::encode::cache::{decode_file, encode_file, EmbdKey};
@@ -100,9 +100,10 @@ pub fn target(name: &str) -> Option<&'static Target> {
 /// The name errors must carry.
 const GGUF_NAME: &str = "fuzz-input.gguf";
 
-/// The tiny pairs of every version, written once per process by the library's synth.
-fn tiny_files() -> &'static Vec<(PathBuf, GgufFile)> {
-    static FILES: OnceLock<Vec<(PathBuf, GgufFile)>> = OnceLock::new();
+/// The tiny pairs of every version, written once per process by the library's synth into a
+/// temporary folder (removed again): each file's bytes and header.
+fn tiny_files() -> &'static Vec<(Vec<u8>, GgufFile)> {
+    static FILES: OnceLock<Vec<(Vec<u8>, GgufFile)>> = OnceLock::new();
     FILES.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("minicpmv-fuzz-seeds-{}", std::process::id()));
         let mut files = Vec::new();
@@ -116,10 +117,12 @@ fn tiny_files() -> &'static Vec<(PathBuf, GgufFile)> {
             })
             .unwrap_or_else(|e| panic!("seed pair {version}: {e}"));
             for path in [out.model, out.mmproj] {
+                let bytes = std::fs::read(&path).expect("read seed");
                 let f = GgufFile::open(&path).expect("seed file opens");
-                files.push((path, f));
+                files.push((bytes, f));
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
         files
     })
 }
@@ -130,8 +133,7 @@ fn gguf_seeds() -> &'static Vec<Vec<u8>> {
     SEEDS.get_or_init(|| {
         tiny_files()
             .iter()
-            .map(|(path, f)| {
-                let bytes = std::fs::read(path).expect("read seed");
+            .map(|(bytes, f)| {
                 let mut input = f.file_size.to_le_bytes().to_vec();
                 input.extend_from_slice(&bytes[..f.data_offset as usize]);
                 input

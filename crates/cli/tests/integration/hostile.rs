@@ -1598,7 +1598,7 @@ fn hostile_chat_input_is_refused_or_survived() {
 
 /// What the stub answers to one path.
 #[derive(Debug, Clone)]
-enum Reply {
+pub(crate) enum Reply {
     Status(u16, String),
     Json(String),
     Redirect(String),
@@ -1609,16 +1609,23 @@ enum Reply {
     },
     /// No length: bytes until the client gives up.
     Endless,
+    /// `bytes` with their length, sent `chunk` bytes at a time with `delay` between chunks
+    /// (a slow download, to stop midway).
+    Slow {
+        bytes: Vec<u8>,
+        chunk: usize,
+        delay: Duration,
+    },
 }
 
 /// A one-thread HTTP/1.1 server on 127.0.0.1 answering from a route table; stops on drop.
-struct Stub {
+pub(crate) struct Stub {
     port: u16,
     stop: Arc<AtomicBool>,
 }
 
 impl Stub {
-    fn start(routes: Vec<(String, Reply)>) -> Stub {
+    pub(crate) fn start(routes: Vec<(String, Reply)>) -> Stub {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
@@ -1639,7 +1646,7 @@ impl Stub {
         Stub { port, stop }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -1688,6 +1695,25 @@ fn serve(mut stream: TcpStream, routes: &[(String, Reply)], stop: &AtomicBool) {
             "HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
         )
         .and_then(|()| stream.write_all(&bytes)),
+        Reply::Slow {
+            bytes,
+            chunk,
+            delay,
+        } => {
+            let mut r = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                bytes.len()
+            );
+            for part in bytes.chunks(chunk.max(1)) {
+                if r.is_err() || stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                r = stream.write_all(part);
+                std::thread::sleep(delay);
+            }
+            r
+        }
         Reply::Endless => {
             let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
             let chunk = vec![0x42u8; 64 << 10];
@@ -1706,12 +1732,12 @@ const STUB_REPO: &str = "acme/tiny-gguf";
 const STUB_MODEL: &str = "tiny-Q4_K_M.gguf";
 const STUB_MMPROJ: &str = "mmproj-tiny-f16.gguf";
 
-fn sha_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     format!("{:x}", Sha256::digest(bytes))
 }
 
-fn listing(files: &[(&str, usize, &str)]) -> String {
+pub(crate) fn listing(files: &[(&str, usize, &str)]) -> String {
     let entries: Vec<String> = files
         .iter()
         .map(|(path, size, oid)| {

@@ -8,6 +8,7 @@ mod rawgguf;
 mod bad_input;
 mod bench_script;
 mod chat;
+mod crash_safety;
 mod independent_gguf;
 mod memory;
 mod parity;
