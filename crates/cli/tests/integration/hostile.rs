@@ -749,6 +749,39 @@ fn model_values_llama_cpp_asserts_on_are_refused_for_every_version() {
                     &[&p, needle],
                 ));
                 cases.push(quantize_case(&format!("m{label}"), &bad, &[&p, needle]));
+                let img = s(&image(300, 200));
+                cases.push(Case::error(
+                    format!("{version} model {label}: parity"),
+                    [
+                        "parity",
+                        "-m",
+                        &p,
+                        "--mmproj",
+                        &s(&mmproj),
+                        "--image",
+                        &img,
+                        "-n",
+                        "2",
+                    ],
+                    &[&p, needle],
+                ));
+                cases.push(Case::error(
+                    format!("{version} model {label}: quality"),
+                    [
+                        "quality",
+                        "--reference-model",
+                        &s(&model),
+                        "--reference-mmproj",
+                        &s(&mmproj),
+                        "-m",
+                        &p,
+                        "--mmproj",
+                        &s(&mmproj),
+                        "--image",
+                        &img,
+                    ],
+                    &[&p, needle],
+                ));
             }
         }
     }
@@ -1400,12 +1433,12 @@ fn hostile_flags_and_prompts_are_refused() {
             &s(&model),
             "--mmproj",
             &s(&mmproj),
-            "--ref-model",
+            "--reference-model",
             &s(&model),
-            "--ref-mmproj",
+            "--reference-mmproj",
             &s(&mmproj),
         ],
-        &[],
+        &["required arguments"],
     ));
     cases.push(Case::error(
         "chat -c beyond training",
@@ -1964,7 +1997,7 @@ fn pull_refuses_a_symlink_planted_at_the_partial_file() {
 /// The corpus is at least 100 inputs that must end in exit code 2, across the commands.
 #[test]
 fn the_corpus_holds_at_least_100_refused_inputs() {
-    let n_model = model_mutations().len() * (VERSIONS.len() + 2);
+    let n_model = model_mutations().len() * (VERSIONS.len() + 4);
     let n_mmproj = mmproj_mutations().len() * (VERSIONS.len() + 1);
     let (model, _) = tiny_pair("2.6");
     let n_raw = structural_corruptions(&model).len() * 5;
@@ -2005,4 +2038,74 @@ fn huge_counts_in_a_large_file_are_refused_without_reserving_memory() {
         ));
     }
     run_all(&cases);
+}
+
+/// A projector without a tensor llama.cpp requires but our checks do not read
+/// (`resampler.pos_embed_k`): llama.cpp refuses it, and the error says what llama.cpp said
+/// instead of "run with -v".
+#[test]
+fn llama_cpps_own_refusal_is_passed_on() {
+    let (model, mmproj) = tiny_pair("2.6");
+    let bad = remix(
+        &mmproj,
+        "p-no-pos-embed-k.gguf",
+        &[Edit::Drop("resampler.pos_embed_k")],
+    );
+    let p = s(&bad);
+    let mut args = run_args(&model, &bad);
+    args.extend(["--image".into(), s(&image(300, 200))]);
+    run_all(&[Case::error(
+        "no pos_embed_k",
+        args,
+        &[&p, "llama.cpp says", "pos_embed_k"],
+    )]);
+}
+
+/// Control characters in a file name are shown escaped: one error line, no terminal escapes.
+#[test]
+fn control_characters_in_paths_are_escaped() {
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = dir().join("bad\nname\u{1b}[31m.png");
+    std::fs::write(&img, b"").expect("write");
+    let mut args = run_args(&model, &mmproj);
+    args.extend(["--image".into(), s(&img)]);
+    run_all(&[Case::error(
+        "control characters",
+        args,
+        &["bad\\nname\\u{1b}[31m.png", "empty"],
+    )]);
+}
+
+/// A full stderr (`2>/dev/full`) is no panic: the error cannot be shown, the exit code still is
+/// 2 (and 0 for a success).
+#[test]
+fn a_full_stderr_does_not_panic() {
+    let (model, mmproj) = tiny_pair("2.6");
+    for (args, code) in [
+        (
+            vec!["inspect".to_string(), "/nonexistent/x.gguf".to_string()],
+            2,
+        ),
+        (
+            vec![
+                "run".into(),
+                "-m".into(),
+                s(&model),
+                "--mmproj".into(),
+                s(&mmproj),
+                "-p".into(),
+                "Hi".into(),
+                "-n".into(),
+                "2".into(),
+                "--progress".into(),
+            ],
+            0,
+        ),
+    ] {
+        let out = crate::harness::command_in_shell("exec \"$0\" \"$@\" 2>/dev/full", &args)
+            .stdout(Stdio::null())
+            .output()
+            .expect("run through sh");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+    }
 }
