@@ -215,6 +215,7 @@ fn run_case(c: &Case) -> Result<(), String> {
 
 /// Runs every case; fails listing all that failed. Returns how many ran.
 fn run_all(cases: &[Case]) -> usize {
+    eprintln!("hostile: {} cases", cases.len());
     let mut failures = Vec::new();
     for c in cases {
         if let Err(e) = run_case(c) {
