@@ -3,9 +3,11 @@
 //! is either absent or complete and valid), and the next run recovers: it finishes the work and
 //! leaves no stale temporary file of its own behind.
 //!
-//! The kill points are spread over each operation's duration by a fixed sequence (the tests are
-//! deterministic in what they check; where exactly a kill lands varies with the machine, which
-//! is the point: every landing must be safe).
+//! The kill points are set by progress, not by time: the child is watched (every millisecond)
+//! and killed once its output reaches a given fraction (quantize, pull) or a given number of
+//! cache entries (chat), so the kills land midway on a fast or a slow machine alike. Where
+//! exactly within a write a kill lands still varies, which is the point: every landing must be
+//! safe.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -56,6 +58,36 @@ fn kill_after(args: &[String], env: &[(&str, &std::ffi::OsStr)], after: Duration
     let _ = child.wait();
 }
 
+/// Kills `child` with SIGKILL as soon as `reached()` holds (checked every millisecond, for at
+/// most a minute); returns whether it was still running then.
+fn kill_when(mut child: Child, reached: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = loop {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break false;
+        }
+        if reached() || Instant::now() > deadline {
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// Bytes of the largest file in `dir` whose name passes `pick`.
+fn largest(dir: &Path, pick: impl Fn(&str) -> bool) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| pick(&e.file_name().to_string_lossy()))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .max()
+        .unwrap_or(0)
+}
+
 /// The names in `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -81,13 +113,17 @@ fn quantize_killed_anywhere_leaves_no_partial_output_and_the_next_run_recovers()
     };
     // How long a whole run takes here.
     let reference = dir.join("reference.gguf");
-    let full = timed(&args(&reference), &[]);
+    timed(&args(&reference), &[]);
     let want = std::fs::read(&reference).expect("reference output");
     std::fs::remove_file(&reference).expect("remove reference");
     let mut midway = 0;
     for (i, f) in KILL_POINTS.iter().enumerate() {
-        kill_after(&args(&out), &[], full.mul_f64(*f));
-        midway += usize::from(names(&dir).iter().any(|n| n.contains(".quantize-tmp.")));
+        // Killed once llama.cpp has written this fraction of the output.
+        let target = (want.len() as f64 * f) as u64;
+        let running = kill_when(spawn(&args(&out), &[]), || {
+            largest(&dir, |n| n.contains(".quantize-tmp.")) > target
+        });
+        midway += usize::from(running && names(&dir).iter().any(|n| n.contains(".quantize-tmp.")));
         if out.exists() {
             // Killed after the rename: then the file is whole.
             assert_eq!(
@@ -191,9 +227,12 @@ fn pull_killed_anywhere_leaves_no_partial_file_in_place_and_the_next_pull_comple
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_ref()))
             .collect();
-        // The slow download of both files takes about 0.5 s.
-        kill_after(&args, &slow_env, Duration::from_millis(600).mul_f64(*f));
-        midway += usize::from(names(&repo_dir).iter().any(|n| n.ends_with(".part")));
+        // Killed once this fraction of the model file has arrived.
+        let target = (model.len() as f64 * f) as u64;
+        let running = kill_when(spawn(&args, &slow_env), || {
+            largest(&repo_dir, |n| n.ends_with(".part")) > target
+        });
+        midway += usize::from(running && names(&repo_dir).iter().any(|n| n.ends_with(".part")));
         for (name, bytes) in [(MODEL, &model), (MMPROJ, &mmproj)] {
             let placed = repo_dir.join(name);
             if placed.exists() {
@@ -276,10 +315,12 @@ fn chat_killed_anywhere_leaves_only_whole_cache_entries_and_the_next_chat_uses_t
         drop(stdin);
         (child.wait().expect("wait"), t0.elapsed())
     };
-    let (status, full) = run_script(&fresh("chat-reference"));
+    let (status, _) = run_script(&fresh("chat-reference"));
     assert!(status.success());
     let mut partial = 0;
-    for (i, f) in KILL_POINTS.iter().enumerate() {
+    // Killed once 0, 1, 2 or 3 of the 4 entries are in place: while or right after an entry is
+    // written (its temporary file, then the rename).
+    for (i, k) in [0usize, 1, 1, 2, 3, 3].into_iter().enumerate() {
         let cache = fresh(&format!("chat-{i}"));
         let mut child = command(args(&cache), &[])
             .stdin(Stdio::piped())
@@ -292,9 +333,18 @@ fn chat_killed_anywhere_leaves_only_whole_cache_entries_and_the_next_chat_uses_t
             let mut stdin = child.stdin.take().expect("stdin");
             let _ = stdin.write_all(script.as_bytes());
         }
-        std::thread::sleep(full.mul_f64(*f));
-        let _ = child.kill();
-        let _ = child.wait();
+        let extra = Duration::from_millis(3 * (i as u64 % 2));
+        kill_when(child, || {
+            let done = names(&cache)
+                .iter()
+                .filter(|n| n.ends_with(".embd"))
+                .count()
+                >= k;
+            if done {
+                std::thread::sleep(extra);
+            }
+            done
+        });
         // Every entry in place is whole: it decodes under the key its name gives.
         let entries = names(&cache)
             .iter()
@@ -333,16 +383,29 @@ fn chat_killed_anywhere_leaves_only_whole_cache_entries_and_the_next_chat_uses_t
     );
 }
 
-/// The quantized output of the test above is a valid GGUF (not only equal bytes).
+/// A recovered quantize output is a valid GGUF (not only equal bytes), wherever the kill
+/// landed (before the output appeared, or after: then it is whole too).
 #[test]
 fn a_recovered_quantize_output_is_a_valid_gguf() {
     let (model, _) = tiny_pair("2.6");
     let dir = fresh("quantize-valid");
     let out = dir.join("out.gguf");
-    let args: Vec<String> = ["quantize", &s(&model), &s(&out), "--type", "q8_0"]
-        .map(String::from)
-        .to_vec();
-    kill_after(&args, &[], Duration::from_millis(30));
-    timed(&args, &[]);
-    GgufFile::open(&out).expect("the output reads as GGUF");
+    let args: Vec<String> = [
+        "quantize",
+        &s(&model),
+        &s(&out),
+        "--type",
+        "q8_0",
+        "--force",
+    ]
+    .map(String::from)
+    .to_vec();
+    for delay_ms in [0, 5, 30] {
+        kill_after(&args, &[], Duration::from_millis(delay_ms));
+        if out.exists() {
+            GgufFile::open(&out).expect("an output in place after a kill is whole");
+        }
+        timed(&args, &[]);
+        GgufFile::open(&out).expect("the output reads as GGUF");
+    }
 }
