@@ -35,8 +35,8 @@ const SIZES: &[(u32, u32)] = &[
 ];
 
 #[test]
-fn native_pipeline_matches_llama_cpp_for_four_versions_on_six_sizes() {
-    for version in ["2.5", "2.6", "4.0", "4.5"] {
+fn native_pipeline_matches_llama_cpp_for_every_version_on_six_sizes() {
+    for version in ["2.5", "2.6", "o2.6", "4.0", "4.5", "o4.5"] {
         for &(w, h) in SIZES {
             let img = image(w, h);
             let r = minicpmv(on_pair(
@@ -107,7 +107,7 @@ fn packed_prefill_gives_llama_cpps_greedy_tokens_on_the_tiny_pairs() {
     // default (packed) against llama.cpp's whole pipeline. On the tiny pairs the logits are far
     // enough apart that rounding does not change a pick.
     let img = image(1920, 1080);
-    for version in ["2.5", "2.6", "4.0", "4.5"] {
+    for version in ["2.5", "2.6", "o2.6", "4.0", "4.5", "o4.5"] {
         let run = |extra: &[&str]| {
             let mut flags = vec![
                 "-n",

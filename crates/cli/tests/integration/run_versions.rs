@@ -10,6 +10,7 @@ const VERSIONS: &[(&str, u64, bool)] = &[
     ("o2.6", 64, false),
     ("4.0", 64, false),
     ("4.5", 64, false),
+    ("o4.5", 64, false),
 ];
 
 /// Layout tokens llama.cpp's mtmd puts around the embeddings of one image (DESIGN.md §3):

@@ -60,6 +60,10 @@ use serde::{Deserialize, Serialize};
 /// The media marker llama.cpp's mtmd uses in prompt text (`mtmd_default_marker()`).
 pub const MEDIA_MARKER: &str = "<__media__>";
 
+/// The `clip.minicpmv_version` values llama.cpp's mtmd accepts for the resampler projector
+/// (tools/mtmd/mtmd.cpp:649-681: 2 with the 2.5 layout, the others with the 2.6 layout).
+pub const RESAMPLER_VERSIONS: [i32; 6] = [2, 3, 4, 5, 6, 100045];
+
 /// Resampler attention head width, hard-coded in llama.cpp (`tools/mtmd/models/minicpmv.cpp`,
 /// `d_head = 128`): the projector width must be a multiple of it.
 pub const RESAMPLER_HEAD_DIM: u32 = 128;
@@ -82,19 +86,22 @@ pub enum Version {
     V4_0,
     /// MiniCPM-V 4.5 (`"4.5"`, minicpmv_version 6).
     V4_5,
+    /// MiniCPM-o 4.5, vision only (`"o4.5"`, minicpmv_version 100045).
+    O4_5,
 }
 
 impl Version {
     /// All versions, oldest first.
-    pub const ALL: [Version; 5] = [
+    pub const ALL: [Version; 6] = [
         Version::V2_5,
         Version::V2_6,
         Version::O2_6,
         Version::V4_0,
         Version::V4_5,
+        Version::O4_5,
     ];
 
-    /// The CLI id: `"2.5"`, `"2.6"`, `"o2.6"`, `"4.0"` or `"4.5"`.
+    /// The CLI id: `"2.5"`, `"2.6"`, `"o2.6"`, `"4.0"`, `"4.5"` or `"o4.5"`.
     pub fn id(self) -> &'static str {
         match self {
             Version::V2_5 => "2.5",
@@ -102,6 +109,7 @@ impl Version {
             Version::O2_6 => "o2.6",
             Version::V4_0 => "4.0",
             Version::V4_5 => "4.5",
+            Version::O4_5 => "o4.5",
         }
     }
 
@@ -129,6 +137,7 @@ impl Version {
             Version::O2_6 => 2,
             Version::V4_0 => 3,
             Version::V4_5 => 4,
+            Version::O4_5 => 5,
         }
     }
 }
@@ -141,7 +150,7 @@ impl fmt::Display for Version {
 
 /// A string that is not a version id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown MiniCPM-V version {given:?} (expected one of 2.5, 2.6, o2.6, 4.0, 4.5)")]
+#[error("unknown MiniCPM-V version {given:?} (expected one of 2.5, 2.6, o2.6, 4.0, 4.5, o4.5)")]
 pub struct UnknownVersion {
     /// The text that was given.
     pub given: String,
@@ -241,7 +250,7 @@ pub struct ModelSpec {
     pub version: Version,
     /// Display name, e.g. "MiniCPM-V 2.6".
     pub name: String,
-    /// `clip.minicpmv_version` written by the converters (2..=6).
+    /// `clip.minicpmv_version` written by the converters (one of [`RESAMPLER_VERSIONS`]).
     pub minicpmv_version: i32,
     /// Architecture of the language model.
     pub text_arch: TextArch,
@@ -514,7 +523,7 @@ pub enum FamilyError {
     },
 }
 
-const SOURCES: [(Version, &str, &str); 5] = [
+const SOURCES: [(Version, &str, &str); 6] = [
     (
         Version::V2_5,
         "minicpm-llama3-v2.5.toml",
@@ -539,6 +548,11 @@ const SOURCES: [(Version, &str, &str); 5] = [
         Version::V4_5,
         "minicpm-v4.5.toml",
         include_str!("../../models/minicpm-v4.5.toml"),
+    ),
+    (
+        Version::O4_5,
+        "minicpm-o4.5.toml",
+        include_str!("../../models/minicpm-o4.5.toml"),
     ),
 ];
 
@@ -590,9 +604,9 @@ pub fn validate(s: &ModelSpec) -> Result<(), FamilyError> {
         version: s.version,
         message,
     };
-    if !(2..=6).contains(&s.minicpmv_version) {
+    if !RESAMPLER_VERSIONS.contains(&s.minicpmv_version) {
         return Err(bad(format!(
-            "minicpmv_version {} is not one llama.cpp's resampler accepts (2..=6)",
+            "minicpmv_version {} is not one llama.cpp's resampler accepts ({RESAMPLER_VERSIONS:?})",
             s.minicpmv_version
         )));
     }
@@ -713,7 +727,7 @@ mod tests {
         for (s, v) in specs.iter().zip(Version::ALL) {
             assert_eq!(s.version, v);
         }
-        assert_eq!(all().len(), 5);
+        assert_eq!(all().len(), 6);
     }
 
     #[test]
@@ -730,12 +744,13 @@ mod tests {
         assert!("2.7".parse::<Version>().is_err());
         assert!("V2.6".parse::<Version>().is_err());
         assert_eq!(Version::from_minicpmv_version(1), None);
-        assert_eq!(Version::from_minicpmv_version(100045), None);
+        assert_eq!(Version::from_minicpmv_version(7), None);
+        assert_eq!(Version::from_minicpmv_version(100045), Some(Version::O4_5));
         let ids: Vec<u32> = Version::ALL
             .iter()
             .map(|v| v.minicpmv_version() as u32)
             .collect();
-        assert_eq!(ids, [2, 3, 4, 5, 6]);
+        assert_eq!(ids, [2, 3, 4, 5, 6, 100045]);
     }
 
     #[test]
@@ -747,6 +762,7 @@ mod tests {
             (Version::O2_6, Qwen2, 64, 3584),
             (Version::V4_0, Llama, 64, 2560),
             (Version::V4_5, Qwen3, 64, 4096),
+            (Version::O4_5, Qwen3, 64, 4096),
         ];
         for (v, arch, q, n_embd) in expect {
             let s = spec(v);

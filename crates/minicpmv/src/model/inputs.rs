@@ -390,7 +390,8 @@ pub fn check_projector_file(f: GgufFile) -> Result<(GgufFile, ProjectorFacts), I
     let minicpmv_version = f.get_i64("clip.minicpmv_version").unwrap_or(2);
     let version = Version::from_minicpmv_version(minicpmv_version).ok_or_else(|| {
         bad(format!(
-            "clip.minicpmv_version {minicpmv_version} is not a MiniCPM-V version this tool knows (2..=6)"
+            "clip.minicpmv_version {minicpmv_version} is not a MiniCPM-V version this tool knows ({})",
+            Version::ALL.iter().map(|v| v.minicpmv_version().to_string()).collect::<Vec<_>>().join(", ")
         ))
     })?;
     for key in ["clip.vision.image_mean", "clip.vision.image_std"] {

@@ -154,7 +154,7 @@ mod tests {
     #[test]
     fn style_follows_the_projector_version() {
         assert_eq!(LayoutStyle::for_minicpmv_version(2), LayoutStyle::V2_5);
-        for v in 3..=6 {
+        for v in [3, 4, 5, 6, 100045] {
             assert_eq!(LayoutStyle::for_minicpmv_version(v), LayoutStyle::V2_6);
         }
     }
