@@ -21,7 +21,7 @@ use minicpmv::session::run::Event;
 use minicpmv::Pair;
 
 use super::common::{GenerationArgs, ModelArgs};
-use super::output::{show_progress, EncodeProgress, Stdout};
+use super::output::{show_progress, EncodeProgress, Stdout, ThinkingOutput};
 
 /// Default of `--embd-cache-max-mb`.
 const DEFAULT_DISK_MB: f64 = 1024.0;
@@ -186,6 +186,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
         gen.session_options(low_mem, args.warmup),
     )?;
     let mut config = ChatConfig::default()
+        .thinking(gen.thinking())
         .generation(gen.generation())
         .max_slices(gen.memory.max_slices)
         .cache(CacheConfig {
@@ -262,19 +263,25 @@ fn turn(
 ) -> Result<()> {
     let streaming = !args.json;
     let mut bar = EncodeProgress::new(show_progress(args.gen.progress));
+    let mut thought = ThinkingOutput::new(streaming && !args.gen.hide_thinking);
     CANCEL.store(false, Ordering::SeqCst);
     GENERATING.store(true, Ordering::SeqCst);
     let out = session.ask_until(
         text,
         &mut |event| match event {
-            Event::Text(s) if streaming => stdout.write_str(s),
+            Event::Text(s) if streaming => {
+                thought.end();
+                stdout.write_str(s)
+            }
             Event::Text(_) => {}
+            Event::Thinking(s) => thought.write(s),
             Event::EncodeStart { total } => bar.start(total),
             Event::ChunkEncoded { done, .. } => bar.set(done),
         },
         &|| CANCEL.load(Ordering::SeqCst),
     );
     GENERATING.store(false, Ordering::SeqCst);
+    thought.end();
     bar.finish();
     let out = out?;
     if args.json {

@@ -190,9 +190,29 @@ pub struct GenerationArgs {
     /// Draw a progress bar for image encoding even when stderr is not a terminal.
     #[arg(long)]
     pub progress: bool,
+    /// Let a thinking model reason before answering (on by default for MiniCPM-V 4.5 and
+    /// 4.6-Thinking; an error for a model that cannot).
+    #[arg(long, overrides_with = "no_think")]
+    pub think: bool,
+    /// Answer without reasoning (MiniCPM-V 4.5, 4.6-Thinking).
+    #[arg(long, overrides_with = "think")]
+    pub no_think: bool,
+    /// Do not print the reasoning of a thinking model (it is still generated, and kept in the
+    /// `thinking` field of --json output).
+    #[arg(long)]
+    pub hide_thinking: bool,
 }
 
 impl GenerationArgs {
+    /// `--think` / `--no-think`, `None` for the model's default.
+    pub fn thinking(&self) -> Option<bool> {
+        match (self.think, self.no_think) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        }
+    }
+
     pub fn sampling(&self) -> SamplerParams {
         SamplerParams {
             temperature: self.temperature,

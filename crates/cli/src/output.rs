@@ -156,6 +156,43 @@ impl EncodeProgress {
 
 pub use minicpmv::gguf::human_bytes;
 
+/// A thinking model's reasoning as it streams: on stderr, so that stdout holds the answer
+/// alone, framed by `[thinking]` and `[/thinking]` lines; nothing when hidden.
+pub struct ThinkingOutput {
+    enabled: bool,
+    open: bool,
+}
+
+impl ThinkingOutput {
+    pub fn new(enabled: bool) -> ThinkingOutput {
+        ThinkingOutput {
+            enabled,
+            open: false,
+        }
+    }
+
+    pub fn write(&mut self, s: &str) {
+        if !self.enabled {
+            return;
+        }
+        let mut err = io::stderr().lock();
+        if !self.open {
+            self.open = true;
+            let _ = err.write_all(b"[thinking]\n");
+        }
+        let _ = err.write_all(s.as_bytes());
+        let _ = err.flush();
+    }
+
+    /// The reasoning is over (the answer starts, or the run ended).
+    pub fn end(&mut self) {
+        if self.open {
+            self.open = false;
+            let _ = io::stderr().write_all(b"\n[/thinking]\n");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::printable;

@@ -99,6 +99,11 @@ pub fn main(args: ParityArgs) -> Result<bool> {
             if pf.argmax_equal { "identical" } else { "DIFFERENT" },
         ));
         out.write_str(&format!(
+            "prefill logits, ours with llama.cpp's batching vs llama.cpp's own: max abs difference {:e}{}\n",
+            pf.llama_cpp_max_abs_diff,
+            if pf.llama_cpp_max_abs_diff == 0.0 { " (bit for bit)" } else { " (must be 0)" },
+        ));
+        out.write_str(&format!(
             "greedy tokens ({}, ours with llama.cpp's batching): {}\nparity {}\n",
             report.tokens_native.len(),
             if report.tokens_equal {

@@ -10,7 +10,7 @@ use minicpmv::session::run::{run, Event, Pipeline, RunConfig, RunOutput};
 use minicpmv::{Pair, RunRequest};
 
 use super::common::{GenerationArgs, ModelArgs};
-use super::output::{show_progress, EncodeProgress, Stdout};
+use super::output::{show_progress, EncodeProgress, Stdout, ThinkingOutput};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -89,7 +89,8 @@ pub fn main(args: RunArgs) -> Result<()> {
         .images(&args.images)
         .generation(gen.generation())
         .max_slices(gen.memory.max_slices)
-        .per_chunk_prefill(args.per_chunk_prefill);
+        .per_chunk_prefill(args.per_chunk_prefill)
+        .thinking(gen.thinking());
     let cfg = RunConfig::new(
         Pair::new(&model, &mmproj),
         gen.session_options(low_mem, warmup),
@@ -99,12 +100,18 @@ pub fn main(args: RunArgs) -> Result<()> {
     let mut stdout = Stdout::default();
     let streaming = !args.json;
     let mut bar = EncodeProgress::new(show_progress(gen.progress));
+    let mut thought = ThinkingOutput::new(streaming && !gen.hide_thinking);
     let out = run(&cfg, &mut |event| match event {
-        Event::Text(s) if streaming => stdout.write_str(s),
+        Event::Text(s) if streaming => {
+            thought.end();
+            stdout.write_str(s)
+        }
         Event::Text(_) => {}
+        Event::Thinking(s) => thought.write(s),
         Event::EncodeStart { total } => bar.start(total),
         Event::ChunkEncoded { done, .. } => bar.set(done),
     });
+    thought.end();
     bar.finish();
     let out = out?;
     if args.json {

@@ -9,8 +9,8 @@ use minicpmv::session::options;
 use serde::Serialize;
 
 use minicpmv::model::family::{self, Version};
-use minicpmv::prompt::layout::{n_layout_tokens, LayoutStyle};
-use minicpmv::vision::{load_image, plan_slices, SliceParams, SlicePlan, DEFAULT_MAX_PIXELS};
+use minicpmv::prompt::layout::n_layout_tokens;
+use minicpmv::vision::{load_image, ImageFormat, SlicePlan, DEFAULT_MAX_PIXELS};
 
 use super::output::Stdout;
 
@@ -29,9 +29,14 @@ pub struct SlicePlanArgs {
     /// Largest image file accepted, in pixels (width x height, read from its header).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_image_pixels: u64,
-    /// MiniCPM-V version (tokens per slice and layout): 2.5, 2.6, o2.6, 4.0, 4.5.
+    /// MiniCPM-V version (tokens per slice and layout): 2.5, 2.6, o2.6, 4.0, 4.5, o4.5, 4.6,
+    /// 4.6-thinking.
     #[arg(long = "version", value_name = "V", default_value = "2.6")]
     pub version: Version,
+    /// 4.6 only: the projector's scale factor, 4 (16x fewer tokens, the default) or 2 (4x,
+    /// for fine detail).
+    #[arg(long, value_name = "N")]
+    pub scale_factor: Option<u32>,
     /// Print a JSON array instead of text.
     #[arg(long)]
     pub json: bool,
@@ -65,7 +70,8 @@ struct PlanOut {
     refine: Option<[u32; 2]>,
     slice: Option<[u32; 2]>,
     n_slices: usize,
-    /// Image embeddings fed to the model: (1 + n_slices) x tokens per slice.
+    /// Image embeddings fed to the model: the query count per chunk for a resampler, one per
+    /// `scale_factor x scale_factor` patches of each chunk for 4.6's merger.
     n_image_tokens: usize,
     /// Special tokens around them (`<image>`, `<slice>`, `\n`, ...).
     n_layout_tokens: usize,
@@ -78,11 +84,10 @@ fn describe(
     h: u32,
     image: Option<PathBuf>,
     plan: &SlicePlan,
-    q: usize,
-    style: LayoutStyle,
+    format: &ImageFormat,
 ) -> PlanOut {
-    let n_image_tokens = plan.n_chunks() * q;
-    let n_layout = n_layout_tokens(style, plan.grid);
+    let n_image_tokens = format.plan_tokens(plan).iter().sum();
+    let n_layout = n_layout_tokens(format.style(), plan.grid);
     PlanOut {
         width: w,
         height: h,
@@ -103,13 +108,11 @@ pub fn main(args: SlicePlanArgs) -> Result<()> {
         bail!("give at least one size (e.g. 1920x1080) or --image FILE");
     }
     let spec = family::spec(args.version);
-    let params = SliceParams {
-        image_size: spec.slicing.image_size,
-        patch_size: spec.slicing.patch_size,
-        max_slices: args.max_slices,
-    };
-    let q = spec.query_tokens as usize;
-    let style = LayoutStyle::for_minicpmv_version(i64::from(spec.minicpmv_version));
+    let projector = spec
+        .projector
+        .with_scale_factor(args.scale_factor)
+        .map_err(|e| anyhow::anyhow!("--scale-factor: {e}"))?;
+    let format = ImageFormat::of_spec(spec, Some(projector), args.max_slices);
     let mut inputs: Vec<(u32, u32, Option<PathBuf>)> =
         args.sizes.iter().map(|&(w, h)| (w, h, None)).collect();
     for path in &args.images {
@@ -118,8 +121,10 @@ pub fn main(args: SlicePlanArgs) -> Result<()> {
     }
     let mut plans = Vec::with_capacity(inputs.len());
     for (w, h, image) in inputs {
-        let plan = plan_slices(w, h, &params).with_context(|| format!("planning {w}x{h}"))?;
-        plans.push(describe(w, h, image, &plan, q, style));
+        let plan = format
+            .plan(w, h)
+            .with_context(|| format!("planning {w}x{h}"))?;
+        plans.push(describe(w, h, image, &plan, &format));
     }
     let mut out = Stdout::default();
     if args.json {

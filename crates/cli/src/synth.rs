@@ -25,9 +25,12 @@ pub enum TypeArg {
 
 #[derive(Debug, Args)]
 pub struct SynthArgs {
-    /// MiniCPM-V version: 2.5, 2.6, o2.6, 4.0 or 4.5.
+    /// MiniCPM-V version: 2.5, 2.6, o2.6, 4.0, 4.5, o4.5, 4.6 or 4.6-thinking.
     #[arg(long = "version", value_name = "V")]
     pub version: Version,
+    /// 4.6 only: the projector's scale factor, 4 (16x, the default) or 2 (4x).
+    #[arg(long, value_name = "N")]
+    pub scale_factor: Option<u32>,
     #[arg(long, value_enum, default_value = "tiny")]
     pub scale: ScaleArg,
     /// Folder to write model.gguf and mmproj.gguf into (created if missing).
@@ -54,6 +57,7 @@ pub fn main(args: SynthArgs) -> Result<()> {
             TypeArg::F32 => WeightType::F32,
         },
         seed: args.seed,
+        scale_factor: args.scale_factor,
     };
     let t0 = Instant::now();
     let out = synth(&opts).with_context(|| {
@@ -106,6 +110,7 @@ pub fn demo_pair() -> Result<(PathBuf, PathBuf)> {
             out_dir: dir.clone(),
             dtype: WeightType::F16,
             seed: 0,
+            scale_factor: None,
         };
         synth(&opts)
             .with_context(|| format!("writing the synthetic demo model into {}", dir.display()))?;

@@ -114,6 +114,7 @@ fn tiny_files() -> &'static Vec<(Vec<u8>, GgufFile)> {
                 out_dir: dir.join(version.to_string()),
                 dtype: WeightType::F16,
                 seed: 1,
+                scale_factor: None,
             })
             .unwrap_or_else(|e| panic!("seed pair {version}: {e}"));
             for path in [out.model, out.mmproj] {
@@ -459,6 +460,8 @@ fn run_slice(input: &[u8]) -> Result<Verdict, String> {
         image_size: u(2),
         patch_size: u(3),
         max_slices: u(4),
+        // 4.6's merger (2 or 4) from a sixth word; the resampler's 1 without it
+        merge: if input.len() >= 24 { u(5) } else { 1 },
     };
     let Ok(plan) = plan_slices(w, h, &params) else {
         return Ok(Rejected);

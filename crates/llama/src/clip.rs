@@ -11,13 +11,18 @@ use super::{c_buf_to_string, shim_sys as shim};
 pub struct ClipInfo {
     pub image_size: u32,
     pub patch_size: u32,
+    /// `clip.minicpmv_version` of a resampler (0 for 4.6's merger).
     pub minicpmv_version: i32,
-    /// Embeddings produced per slice.
+    /// Embeddings produced per slice by a resampler (0 for 4.6's merger, whose count follows
+    /// the slice's pixels).
     pub query_num: u32,
+    /// Patches merged per side into one embedding: 1 for the resampler, 4.6's scale factor.
+    pub n_merge: u32,
     /// Width of one embedding; equals the language model's n_embd for a matching pair.
     pub n_embd: usize,
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
+    /// A MiniCPM-V projector: the resampler of 2.5 .. 4.5, or 4.6's merger.
     pub is_minicpmv: bool,
 }
 
@@ -190,10 +195,11 @@ impl ClipProjector {
             patch_size: u32::try_from(raw_info.patch_size).unwrap_or(0),
             minicpmv_version: raw_info.minicpmv_version,
             query_num: u32::try_from(raw_info.query_num).unwrap_or(0),
+            n_merge: u32::try_from(raw_info.n_merge).unwrap_or(0).max(1),
             n_embd: usize::try_from(raw_info.n_embd).unwrap_or(0),
             image_mean: raw_info.image_mean,
             image_std: raw_info.image_std,
-            is_minicpmv: raw_info.is_minicpmv,
+            is_minicpmv: raw_info.is_minicpmv || raw_info.is_minicpmv4_6,
         };
         Ok(ClipProjector {
             ptr,
@@ -287,7 +293,8 @@ impl ClipProjector {
         };
         if !self.info.is_minicpmv {
             return Err(err(
-                "the projector is not a MiniCPM-V resampler (llama.cpp uses another preprocessor)"
+                "the projector is not a MiniCPM-V resampler or merger (llama.cpp uses another \
+                 preprocessor)"
                     .into(),
             ));
         }

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use minicpmv::encode::encode_image;
 use minicpmv::ffi::{ClipProjector, ProjectorAttention};
-use minicpmv::vision::{load_image, DEFAULT_MAX_PIXELS};
+use minicpmv::model::inputs::check_projector;
+use minicpmv::vision::{load_image, ImageFormat, DEFAULT_MAX_PIXELS};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +50,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let format = match check_projector(&mmproj) {
+        Ok((_, facts)) => ImageFormat::of_projector(&facts, max_slices),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut projector = match ClipProjector::load(&mmproj, false, attention) {
         Ok(p) => p,
         Err(e) => {
@@ -61,7 +69,7 @@ fn main() -> ExitCode {
         match encode_image(
             &mut projector,
             &image,
-            max_slices,
+            &format,
             threads as i32,
             &mut |_, _| {},
         ) {

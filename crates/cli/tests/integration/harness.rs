@@ -262,6 +262,7 @@ pub fn medium_pair() -> (PathBuf, PathBuf) {
             out_dir: work_dir().join("medium-2.6"),
             dtype: WeightType::F16,
             seed: 7,
+            scale_factor: None,
         };
         let out = synth::synth_with_dims(&opts, (text, vision))
             .unwrap_or_else(|e| panic!("cannot write the medium pair: {e}"));

@@ -9,6 +9,7 @@ mod bad_input;
 mod bench_script;
 mod chat;
 mod crash_safety;
+mod edge_models;
 mod independent_gguf;
 mod memory;
 mod parity;

@@ -36,7 +36,16 @@ const SIZES: &[(u32, u32)] = &[
 
 #[test]
 fn native_pipeline_matches_llama_cpp_for_every_version_on_six_sizes() {
-    for version in ["2.5", "2.6", "o2.6", "4.0", "4.5", "o4.5"] {
+    for version in [
+        "2.5",
+        "2.6",
+        "o2.6",
+        "4.0",
+        "4.5",
+        "o4.5",
+        "4.6",
+        "4.6-thinking",
+    ] {
         for &(w, h) in SIZES {
             let img = image(w, h);
             let r = minicpmv(on_pair(
@@ -72,7 +81,7 @@ fn native_pipeline_matches_llama_cpp_for_every_version_on_six_sizes() {
 /// The parity report's packed-prefill section: the packed prefill takes one decode call per
 /// 512 positions where mtmd's batching takes one per text run and image chunk, and gives the
 /// same greedy pick with logits equal up to rounding.
-fn check_packed_prefill(j: &serde_json::Value, what: &str) {
+pub fn check_packed_prefill(j: &serde_json::Value, what: &str) {
     let seq = j["sequence_native"].as_array().expect("sequence_native");
     let positions: u64 = seq
         .iter()
@@ -99,6 +108,9 @@ fn check_packed_prefill(j: &serde_json::Value, what: &str) {
     // these pairs the difference is below 1% of the largest logit (the report's own bound is
     // 5%, for the real-shape models).
     assert!(diff <= 1e-2 * scale.max(1.0), "{what}: {p}");
+    // ours with mtmd's batching against llama.cpp's own prefill: the same bits (a wrong
+    // position, M-RoPE section or embedding row would show here)
+    assert_eq!(p["llama_cpp_max_abs_diff"], 0.0, "{what}: {p}");
 }
 
 #[test]
@@ -107,7 +119,7 @@ fn packed_prefill_gives_llama_cpps_greedy_tokens_on_the_tiny_pairs() {
     // default (packed) against llama.cpp's whole pipeline. On the tiny pairs the logits are far
     // enough apart that rounding does not change a pick.
     let img = image(1920, 1080);
-    for version in ["2.5", "2.6", "o2.6", "4.0", "4.5", "o4.5"] {
+    for version in ["2.5", "2.6", "o2.6", "4.0", "4.5", "o4.5", "4.6"] {
         let run = |extra: &[&str]| {
             let mut flags = vec![
                 "-n",

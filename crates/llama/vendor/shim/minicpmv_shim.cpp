@@ -84,7 +84,10 @@ extern "C" void mcv_clip_get_info(const mcv_clip * clip, mcv_clip_info * out) {
         out->image_mean[i] = hp->image_mean[i];
         out->image_std[i] = hp->image_std[i];
     }
-    out->is_minicpmv = clip_get_projector_type(clip->ctx) == PROJECTOR_TYPE_MINICPMV;
+    const projector_type type = clip_get_projector_type(clip->ctx);
+    out->is_minicpmv = type == PROJECTOR_TYPE_MINICPMV;
+    out->is_minicpmv4_6 = type == PROJECTOR_TYPE_MINICPMV4_6;
+    out->n_merge = hp->n_merge;
     out->has_vision = clip_has_vision_encoder(clip->ctx);
 }
 
@@ -145,7 +148,9 @@ extern "C" void mcv_clip_free(mcv_clip * clip) {
 // ---- llama.cpp's own MiniCPM-V preprocessing (reference / oracle) ---------------------------
 //
 // mtmd (tools/mtmd/mtmd.cpp, init_vision) uses mtmd_image_preprocessor_llava_uhd for
-// PROJECTOR_TYPE_MINICPMV; we instantiate the same class over the same clip_hparams.
+// PROJECTOR_TYPE_MINICPMV and mtmd_image_preprocessor_minicpmv (its slicing with 4.6's n_merge
+// rules) for PROJECTOR_TYPE_MINICPMV4_6; we instantiate the same classes over the same
+// clip_hparams.
 
 static const int32_t MCV_MAX_SIDE = 46000; // clip_image_size::area() GGML_ASSERTs sides <= 46000
 
@@ -154,11 +159,20 @@ static bool mcv_check_minicpmv(const mcv_clip * clip, char * err, size_t err_cap
         set_err(err, err_cap, "null projector");
         return false;
     }
-    if (clip_get_projector_type(clip->ctx) != PROJECTOR_TYPE_MINICPMV) {
-        set_err(err, err_cap, "the projector is not a MiniCPM-V resampler (llama.cpp uses another preprocessor)");
+    const projector_type type = clip_get_projector_type(clip->ctx);
+    if (type != PROJECTOR_TYPE_MINICPMV && type != PROJECTOR_TYPE_MINICPMV4_6) {
+        set_err(err, err_cap, "the projector is not a MiniCPM-V resampler or merger (llama.cpp uses another preprocessor)");
         return false;
     }
     return true;
+}
+
+// The preprocessor mtmd's init_vision picks for the projector (checked by mcv_check_minicpmv).
+static std::unique_ptr<mtmd_image_preprocessor_llava_uhd> mcv_preprocessor(const mcv_clip * clip) {
+    if (clip_get_projector_type(clip->ctx) == PROJECTOR_TYPE_MINICPMV4_6) {
+        return std::make_unique<mtmd_image_preprocessor_minicpmv>(clip->ctx);
+    }
+    return std::make_unique<mtmd_image_preprocessor_llava_uhd>(clip->ctx);
 }
 
 static bool mcv_check_size(int32_t w, int32_t h, char * err, size_t err_cap) {
@@ -185,8 +199,8 @@ extern "C" int32_t mcv_llama_slice_plan(const mcv_clip * clip, int32_t w, int32_
         if (!mcv_check_minicpmv(clip, err, err_cap)) {
             return 3;
         }
-        mtmd_image_preprocessor_llava_uhd pre(clip->ctx);
-        const auto inst = pre.get_slice_instructions(clip_image_size{w, h});
+        const auto pre = mcv_preprocessor(clip);
+        const auto inst = pre->get_slice_instructions(clip_image_size{w, h});
         out->overview_w = inst.overview_size.width;
         out->overview_h = inst.overview_size.height;
         out->refined_w = inst.refined_size.width;
@@ -248,8 +262,8 @@ extern "C" mcv_preproc * mcv_llama_preprocess(const mcv_clip * clip, const uint8
         clip_image_u8 img;
         img.set_size(clip_image_size{w, h}, false);
         img.cpy_buf(std::vector<uint8_t>(rgb, rgb + need));
-        mtmd_image_preprocessor_llava_uhd pre(clip->ctx);
-        mtmd_image_preproc_out res = pre.preprocess(img);
+        const auto pre = mcv_preprocessor(clip);
+        mtmd_image_preproc_out res = pre->preprocess(img);
         auto pp = std::make_unique<mcv_preproc>();
         pp->push(res.overview);
         for (const auto & e : res.entries) {

@@ -30,6 +30,8 @@ typedef struct mcv_clip_info {
     float image_mean[3];
     float image_std[3];
     bool is_minicpmv;         /* projector type is the MiniCPM-V resampler */
+    bool is_minicpmv4_6;      /* projector type is MiniCPM-V 4.6's merger */
+    int32_t n_merge;          /* patches merged per side (4.6: clip.vision.projector.scale_factor) */
     bool has_vision;
 } mcv_clip_info;
 

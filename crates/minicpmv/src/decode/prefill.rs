@@ -85,7 +85,10 @@ fn sequence_inputs<'a>(
     for seg in segments {
         match seg {
             Segment::Tokens(toks) => inputs.extend(toks.iter().map(|&t| Input::Token(t))),
-            Segment::Chunk { image, chunk } => inputs.extend(
+            // One position per row, as llama.cpp's mtmd gives MiniCPM-V's chunks (its
+            // split_batch_to_chunk leaves them at MTMD_POS_TYPE_NORMAL, so even 4.6's M-RoPE
+            // model reads every section at the row's position).
+            Segment::Chunk { image, chunk, .. } => inputs.extend(
                 images[*image].chunks[*chunk]
                     .chunks(n_embd.max(1))
                     .map(Input::Embedding),
@@ -144,6 +147,7 @@ mod tests {
             image_size: 448,
             patch_size: 14,
             max_slices: 9,
+            merge: 1,
         };
         ImageEmbeddings {
             plan: plan_slices(448, 448, &params).expect("plan"),
@@ -161,10 +165,22 @@ mod tests {
         let b = embeddings(1, 2);
         let segments = [
             Segment::Tokens(vec![1, 2]),
-            Segment::Chunk { image: 0, chunk: 1 },
+            Segment::Chunk {
+                image: 0,
+                chunk: 1,
+                n_tokens: 3,
+            },
             Segment::Tokens(vec![3]),
-            Segment::Chunk { image: 1, chunk: 0 },
-            Segment::Chunk { image: 0, chunk: 0 },
+            Segment::Chunk {
+                image: 1,
+                chunk: 0,
+                n_tokens: 2,
+            },
+            Segment::Chunk {
+                image: 0,
+                chunk: 0,
+                n_tokens: 3,
+            },
             Segment::Tokens(vec![4, 5]),
         ];
         let inputs = sequence_inputs(&segments, &[&a, &b], 2);

@@ -4,4 +4,4 @@
 pub mod cache;
 pub mod projector;
 
-pub use projector::{encode_image, slice_params, ImageEmbeddings, NativeError};
+pub use projector::{encode_image, ImageEmbeddings, NativeError};

@@ -4,9 +4,7 @@
 use std::time::Instant;
 
 use crate::ffi::{ClipProjector, DecodeError};
-use crate::vision::{
-    plan_slices, preprocess, LoadedImage, PreprocessError, SliceError, SliceParams, SlicePlan,
-};
+use crate::vision::{preprocess, ImageFormat, LoadedImage, PreprocessError, SliceError, SlicePlan};
 
 /// Why the native pipeline failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,12 +34,16 @@ pub enum NativeError {
         /// The first such value.
         value: f32,
     },
-    /// A projector call returned a buffer whose length is not `query_num * n_embd`.
-    #[error("the projector produced {got} floats for a slice, {expected} were expected")]
+    /// A projector call returned another number of floats than the image format gives for
+    /// the chunk (embeddings per chunk times the width): the projector file and the format
+    /// it was read as disagree.
+    #[error("the projector produced {got} floats for chunk {chunk}, {expected} were expected")]
     EmbeddingSize {
+        /// The chunk (0: overview).
+        chunk: usize,
         /// Floats returned.
         got: usize,
-        /// Floats expected: `query_num * n_embd` of the projector.
+        /// Floats expected: the chunk's embeddings times the projector's width.
         expected: usize,
     },
 }
@@ -69,27 +71,17 @@ impl ImageEmbeddings {
     }
 }
 
-/// Slice parameters of a loaded projector with a cap on the number of slices (1..=9).
-pub fn slice_params(projector: &ClipProjector, max_slices: u32) -> SliceParams {
-    let info = projector.info();
-    SliceParams {
-        image_size: info.image_size,
-        patch_size: info.patch_size,
-        max_slices,
-    }
-}
-
-/// Plans, preprocesses and encodes one image. `on_chunk(done, total)` is called after each
-/// projector call (for progress display).
+/// Plans, preprocesses and encodes one image in `format` (the projector's, from
+/// [`ImageFormat::of_projector`]). `on_chunk(done, total)` is called after each projector
+/// call (for progress display).
 pub fn encode_image(
     projector: &mut ClipProjector,
     image: &LoadedImage,
-    max_slices: u32,
+    format: &ImageFormat,
     n_threads: i32,
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<ImageEmbeddings, NativeError> {
-    let params = slice_params(projector, max_slices);
-    let plan = plan_slices(image.width, image.height, &params)?;
+    let plan = format.plan(image.width, image.height)?;
     plan.check_resizable()?;
     let info = *projector.info();
     let pre = preprocess(image, &plan, info.image_mean, info.image_std)?;
@@ -103,9 +95,10 @@ pub fn encode_image(
         let t0 = Instant::now();
         let emb = projector.encode(&img.data, img.width, img.height, n_threads)?;
         encode_secs.push(t0.elapsed().as_secs_f64());
-        let expected = info.query_num as usize * info.n_embd;
+        let expected = format.chunk_tokens(&plan, i) * info.n_embd;
         if emb.len() != expected {
             return Err(NativeError::EmbeddingSize {
+                chunk: i,
                 got: emb.len(),
                 expected,
             });

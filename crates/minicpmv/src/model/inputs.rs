@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::gguf::{FileKind, GgufError, GgufFile, MetaValue};
-use crate::model::family::{self, Version};
+use crate::model::family::{self, ProjectorKind, Version, MERGER_TYPE, RESAMPLER_TYPE};
 use crate::model::shape;
 
 /// Text architectures of the MiniCPM-V family (DESIGN.md §3).
-pub const TEXT_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "minicpm"];
+pub const TEXT_ARCHS: &[&str] = &["llama", "qwen2", "qwen3", "qwen35", "minicpm"];
 
 /// The special tokens MiniCPM-V's image layout needs in the vocabulary.
 pub const IMAGE_TOKENS: &[&str] = &["<image>", "</image>", "<slice>", "</slice>"];
@@ -151,6 +151,33 @@ pub fn text_versions(arch: &str, tokens: &[String]) -> Vec<Version> {
         .collect()
 }
 
+/// Narrows versions that share one language model layout (4.6 and 4.6-Thinking: same
+/// architecture, same tokens) by the checkpoint's name (`general.name` and the file name, in
+/// `hint`): the variants whose word ("thinking") the name holds, else the versions without a
+/// variant.
+pub fn pick_variant(versions: Vec<Version>, hint: &str) -> Vec<Version> {
+    let hint = hint.to_lowercase();
+    let variant = |v: &Version| family::spec(*v).variant.as_deref().map(str::to_lowercase);
+    let named: Vec<Version> = versions
+        .iter()
+        .copied()
+        .filter(|v| variant(v).is_some_and(|w| hint.contains(&w)))
+        .collect();
+    if !named.is_empty() {
+        return named;
+    }
+    let plain: Vec<Version> = versions
+        .iter()
+        .copied()
+        .filter(|v| variant(v).is_none())
+        .collect();
+    if plain.is_empty() {
+        versions
+    } else {
+        plain
+    }
+}
+
 /// "MiniCPM-V 2.6", "MiniCPM-V 2.6 or MiniCPM-o 2.6", or "a qwen2 model of no known
 /// MiniCPM-V version".
 fn describe_versions(m: &ModelFacts) -> String {
@@ -187,17 +214,15 @@ pub struct ModelFacts {
 /// What the checks learned about a projector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectorFacts {
-    /// `clip.minicpmv_version` as stored, or 2 when missing (llama.cpp's default).
-    pub minicpmv_version: i64,
-    /// The MiniCPM-V version that number stands for.
+    /// The projector as the file describes it: a resampler with its `clip.minicpmv_version`
+    /// (2 when missing, as llama.cpp) and query count, or 4.6's merger with its scale factor.
+    pub kind: ProjectorKind,
+    /// The MiniCPM-V version the projector stands for (4.6 for every merger projector: 4.6 and
+    /// 4.6-Thinking share it).
     pub version: Version,
     /// Width of the embeddings it produces, in floats: the first dimension of
-    /// `resampler.query`.
+    /// `resampler.query`, or the second of `mm.down.weight`.
     pub n_embd: u64,
-    /// Embeddings (query tokens) the resampler produces per slice: `clip.minicpmv_query_num`
-    /// when present and non-zero, else 96 for version 2 and 64 later, as llama.cpp's clip
-    /// loader; equal to the second dimension of `resampler.query`.
-    pub query_num: u64,
     /// `clip.vision.image_size`: side of the square slice the vision encoder takes, in pixels.
     pub image_size: u64,
     /// `clip.vision.patch_size`: side of a ViT patch, in pixels; divides `image_size`.
@@ -272,7 +297,14 @@ pub fn check_model_file(f: GgufFile) -> Result<(GgufFile, ModelFacts), InputErro
     let facts = ModelFacts {
         n_vocab: tokens.len() as u64,
         chat_template: f.get_str("tokenizer.chat_template").map(str::to_string),
-        versions: text_versions(&arch, tokens),
+        versions: pick_variant(
+            text_versions(&arch, tokens),
+            &format!(
+                "{} {}",
+                f.get_str("general.name").unwrap_or_default(),
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        ),
         n_embd,
         n_ctx_train,
         n_layer: shape.n_layer,
@@ -328,6 +360,8 @@ const PROJECTOR_KEY_TYPES: &[(&str, &str)] = &[
     ("clip.vision.image_mean", "array"),
     ("clip.vision.image_std", "array"),
     ("clip.vision.mm_patch_merge_type", "string"),
+    ("clip.vision.projector.scale_factor", "u32"),
+    ("clip.vision.wa_layer_indexes", "array"),
 ];
 
 fn value_kind(v: &MetaValue) -> &'static str {
@@ -380,20 +414,16 @@ pub fn check_projector_file(f: GgufFile) -> Result<(GgufFile, ProjectorFacts), I
     let proj = f
         .get_str("clip.projector_type")
         .or_else(|| f.get_str("clip.vision.projector_type"));
-    if proj != Some("resampler") {
-        return Err(bad(format!(
-            "projector type is {}, MiniCPM-V uses \"resampler\"",
-            proj.map_or("missing".to_string(), |s| format!("{s:?}"))
-        )));
-    }
-    // llama.cpp defaults a missing version to 2 (MiniCPM-Llama3-V 2.5).
-    let minicpmv_version = f.get_i64("clip.minicpmv_version").unwrap_or(2);
-    let version = Version::from_minicpmv_version(minicpmv_version).ok_or_else(|| {
-        bad(format!(
-            "clip.minicpmv_version {minicpmv_version} is not a MiniCPM-V version this tool knows ({})",
-            Version::ALL.iter().map(|v| v.minicpmv_version().to_string()).collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let (kind, version) = match proj {
+        Some(RESAMPLER_TYPE) => resampler_kind(&f).map_err(bad)?,
+        Some(MERGER_TYPE) => merger_kind(&f).map_err(bad)?,
+        other => {
+            return Err(bad(format!(
+                "projector type is {}, MiniCPM-V uses \"{RESAMPLER_TYPE}\" (2.5 to 4.5) or \"{MERGER_TYPE}\" (4.6)",
+                other.map_or("missing".to_string(), |s| format!("{s:?}"))
+            )))
+        }
+    };
     for key in ["clip.vision.image_mean", "clip.vision.image_std"] {
         match f.get_f32_array(key) {
             Some(a) if a.len() >= 3 => {}
@@ -425,36 +455,108 @@ pub fn check_projector_file(f: GgufFile) -> Result<(GgufFile, ProjectorFacts), I
             "image size {image_size} is not a multiple of the patch size {patch_size}"
         )));
     }
-    // The output width is the resampler's width: resampler.query is [D, Q].
-    let query = f
-        .tensor("resampler.query")
-        .ok_or_else(|| bad("missing tensor resampler.query (not a MiniCPM-V resampler)".into()))?;
-    let n_embd = query.dims.first().copied().unwrap_or(0);
-    let q_from_tensor = query.dims.get(1).copied().unwrap_or(0);
-    // As llama.cpp's clip loader: the key when present and non-zero, else 96 for version 2
-    // and 64 for later versions. The resampler graph reshapes by it and aborts on a mismatch.
-    let query_num = f
-        .get_u64("clip.minicpmv_query_num")
-        .filter(|&q| q > 0)
-        .unwrap_or(if minicpmv_version == 2 { 96 } else { 64 });
-    if n_embd == 0 || q_from_tensor != query_num {
-        return Err(bad(format!(
-            "resampler.query has shape {:?}, but the projector's metadata implies {query_num} queries per slice (clip.minicpmv_query_num, or the default of clip.minicpmv_version {minicpmv_version})",
-            query.dims
-        )));
-    }
-    shape::check_vision(&f, image_size, patch_size, n_embd).map_err(bad)?;
+    let n_embd = output_width(&f, &kind).map_err(bad)?;
+    shape::check_vision(&f, image_size, patch_size, &kind, n_embd).map_err(bad)?;
     Ok((
         f,
         ProjectorFacts {
-            minicpmv_version,
+            kind,
             version,
             n_embd,
-            query_num,
             image_size,
             patch_size,
         },
     ))
+}
+
+/// A resampler's version and query count, as llama.cpp's clip loader reads them.
+fn resampler_kind(f: &GgufFile) -> Result<(ProjectorKind, Version), String> {
+    // llama.cpp defaults a missing version to 2 (MiniCPM-Llama3-V 2.5).
+    let minicpmv_version = f.get_i64("clip.minicpmv_version").unwrap_or(2);
+    let version = Version::from_minicpmv_version(minicpmv_version).ok_or_else(|| {
+        let known: Vec<String> = family::RESAMPLER_VERSIONS
+            .iter()
+            .map(i32::to_string)
+            .collect();
+        format!(
+            "clip.minicpmv_version {minicpmv_version} is not a MiniCPM-V version this tool knows ({})",
+            known.join(", ")
+        )
+    })?;
+    // The key when present and non-zero, else 96 for version 2 and 64 for later versions
+    // (clip.cpp:1322-1338). The resampler graph reshapes by it and aborts on a mismatch with
+    // resampler.query, checked in output_width.
+    let query_num = f
+        .get_u64("clip.minicpmv_query_num")
+        .filter(|&q| q > 0)
+        .unwrap_or(if minicpmv_version == 2 { 96 } else { 64 });
+    let query_tokens =
+        u32::try_from(query_num).map_err(|_| format!("clip.minicpmv_query_num is {query_num}"))?;
+    Ok((
+        ProjectorKind::Resampler {
+            minicpmv_version: minicpmv_version as i32,
+            query_tokens,
+        },
+        version,
+    ))
+}
+
+/// 4.6's merger and its scale factor: `clip.vision.projector.scale_factor`, 4 when missing;
+/// any value but 2 and 4 is a GGML_ASSERT in clip.cpp:1465.
+fn merger_kind(f: &GgufFile) -> Result<(ProjectorKind, Version), String> {
+    let key = "clip.vision.projector.scale_factor";
+    let scale_factor = match f.get_u64(key) {
+        None => 4,
+        Some(n)
+            if family::MERGER_SCALE_FACTORS
+                .iter()
+                .any(|&m| u64::from(m) == n) =>
+        {
+            n as u32
+        }
+        Some(n) => {
+            return Err(format!(
+                "{key} is {n}; MiniCPM-V 4.6 merges 2 (4x compression) or 4 (16x) patches per side"
+            ))
+        }
+    };
+    let version = Version::from_projector_type(MERGER_TYPE)
+        .ok_or_else(|| format!("no version uses the {MERGER_TYPE} projector"))?;
+    Ok((ProjectorKind::Merger { scale_factor }, version))
+}
+
+/// The width of the embeddings the projector produces: `resampler.query`'s first dimension
+/// (whose second must be the query count), or `mm.down.weight`'s second (clip.cpp:5996).
+fn output_width(f: &GgufFile, kind: &ProjectorKind) -> Result<u64, String> {
+    match *kind {
+        ProjectorKind::Resampler {
+            minicpmv_version,
+            query_tokens,
+        } => {
+            let query = f
+                .tensor("resampler.query")
+                .ok_or("missing tensor resampler.query (not a MiniCPM-V resampler)")?;
+            let n_embd = query.dims.first().copied().unwrap_or(0);
+            if n_embd == 0 || query.dims.get(1).copied() != Some(u64::from(query_tokens)) {
+                return Err(format!(
+                    "resampler.query has shape {:?}, but the projector's metadata implies {query_tokens} queries per slice (clip.minicpmv_query_num, or the default of clip.minicpmv_version {minicpmv_version})",
+                    query.dims
+                ));
+            }
+            Ok(n_embd)
+        }
+        ProjectorKind::Merger { .. } => {
+            let down = f
+                .tensor("mm.down.weight")
+                .ok_or("missing tensor mm.down.weight (not a MiniCPM-V 4.6 projector)")?;
+            match down.dims.as_slice() {
+                [_, d] if *d > 0 => Ok(*d),
+                dims => Err(format!(
+                    "tensor mm.down.weight has shape {dims:?}; a 2-D matrix was expected"
+                )),
+            }
+        }
+    }
 }
 
 /// Both files, and that they belong together.
@@ -464,6 +566,9 @@ pub struct PairFacts {
     pub model: ModelFacts,
     /// What [`check_projector`] learned about the projector; its `n_embd` equals the model's.
     pub projector: ProjectorFacts,
+    /// The pair's version: the projector's, or the checkpoint variant the language model is
+    /// (4.6-Thinking shares 4.6's projector), which picks the chat template.
+    pub version: Version,
 }
 
 /// Checks a language model and a projector and that the projector's output width equals the
@@ -479,23 +584,34 @@ pub fn check_pair(model: &Path, mmproj: &Path) -> Result<PairFacts, InputError> 
             mmproj_width: pj.n_embd,
         });
     }
-    let expected_arch = family::spec(pj.version).text_arch.as_str();
-    let mismatch = if m.versions.is_empty() {
-        m.arch != expected_arch
-    } else {
-        !m.versions.contains(&pj.version)
-    };
-    if mismatch {
-        return Err(InputError::VersionMismatch {
-            model: model.to_path_buf(),
-            mmproj: mmproj.to_path_buf(),
-            model_is: describe_versions(&m),
-            projector_is: pj.version,
-        });
-    }
+    let version = pair_version(&m, &pj).ok_or_else(|| InputError::VersionMismatch {
+        model: model.to_path_buf(),
+        mmproj: mmproj.to_path_buf(),
+        model_is: describe_versions(&m),
+        projector_is: pj.version,
+    })?;
     Ok(PairFacts {
         model: m,
         projector: pj,
+        version,
+    })
+}
+
+/// The version of a pair, or `None` when the files do not belong together. A language model
+/// of no known version (a fine-tune with its own vocabulary) takes the projector's version if
+/// its architecture is that version's; otherwise the model's candidates must include one
+/// whose projector is the same model's (4.6 and 4.6-Thinking share one), the projector's own version
+/// first.
+fn pair_version(m: &ModelFacts, pj: &ProjectorFacts) -> Option<Version> {
+    let spec = family::spec(pj.version);
+    if m.versions.is_empty() {
+        return (m.arch == spec.text_arch.as_str()).then_some(pj.version);
+    }
+    if m.versions.contains(&pj.version) && m.versions.len() == 1 {
+        return Some(pj.version);
+    }
+    m.versions.iter().copied().find(|v| {
+        family::spec(*v).projector.same_model(&pj.kind) && v.spec().text_arch == spec.text_arch
     })
 }
 
@@ -531,7 +647,15 @@ mod tests {
                 let (_, p) = check_projector_file(header(&plan.mmproj, "mmproj.gguf"))
                     .unwrap_or_else(|e| panic!("{version} {scale} mmproj: {e}"));
                 assert_eq!(m.versions, vec![version], "{version} {scale}");
-                assert_eq!(p.version, version, "{version} {scale}");
+                // a projector stands for its own version; 4.6-Thinking shares 4.6's, and the
+                // pair takes the language model's variant
+                let own = if version == Version::V4_6Thinking {
+                    Version::V4_6
+                } else {
+                    version
+                };
+                assert_eq!(p.version, own, "{version} {scale}");
+                assert_eq!(pair_version(&m, &p), Some(version), "{version} {scale}");
                 assert_eq!(m.n_embd, p.n_embd, "{version} {scale}");
             }
         }
@@ -574,5 +698,17 @@ mod tests {
         );
         // A vocabulary of none of them (a fine-tune with its own tokens).
         assert!(text_versions("qwen2", &["a".to_string()]).is_empty());
+        let both = text_versions("qwen35", &vocab(Version::V4_6));
+        assert_eq!(both, vec![Version::V4_6, Version::V4_6Thinking]);
+        let pick = |hint| pick_variant(both.clone(), hint);
+        assert_eq!(pick("MiniCPM-V-4.6 model.gguf"), vec![Version::V4_6]);
+        assert_eq!(
+            pick("MiniCPM-V-4.6-Thinking Q4_K_M.gguf"),
+            vec![Version::V4_6Thinking]
+        );
+        assert_eq!(
+            pick(" minicpm-v-4.6-thinking-q4_k_m.gguf"),
+            vec![Version::V4_6Thinking]
+        );
     }
 }

@@ -15,6 +15,9 @@
 use std::collections::{BTreeSet, HashSet};
 
 use crate::gguf::{GgmlType, GgufFile, MetaArray, MetaValue, TensorInfo};
+use crate::model::family::ProjectorKind;
+
+mod hybrid;
 
 /// llama.cpp's `LLAMA_MAX_LAYERS` (src/llama-hparams.h): `GGML_ASSERT(n_layer_all > 0 &&
 /// n_layer_all <= LLAMA_MAX_LAYERS)` in `load_hparams` (src/llama-model.cpp:1330).
@@ -48,7 +51,7 @@ fn has_cpu_matmul(t: GgmlType) -> bool {
 /// The shapes a language model's checks established.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextShape {
-    /// Transformer blocks.
+    /// Transformer blocks (`{arch}.block_count`, multi-token-prediction blocks included).
     pub n_layer: u64,
     /// Attention heads.
     pub n_head: u64,
@@ -56,6 +59,30 @@ pub struct TextShape {
     pub n_head_kv: u64,
     /// Width of one attention head.
     pub head_dim: u64,
+    /// Blocks with a KV cache in an ordinary context: all of them, except the linear-attention
+    /// and multi-token-prediction blocks of a hybrid model.
+    pub n_attention_layers: u64,
+    /// The recurrent (linear-attention) layers of a hybrid model.
+    pub recurrent: Option<RecurrentShape>,
+}
+
+/// The linear-attention layers of a qwen35 model and the state llama.cpp keeps for each
+/// (src/llama-hparams.cpp `n_embd_r`/`n_embd_s`, f32 in llama-memory-recurrent.cpp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentShape {
+    /// Number of recurrent layers.
+    pub layers: u64,
+    /// Floats of convolution state per layer and sequence: `(conv_kernel - 1) * channels`.
+    pub conv_floats: u64,
+    /// Floats of delta-rule state per layer and sequence: `state_size * inner_size`.
+    pub state_floats: u64,
+}
+
+impl RecurrentShape {
+    /// Bytes of recurrent state for one sequence, all layers.
+    pub fn bytes_per_sequence(&self) -> u64 {
+        self.layers * (self.conv_floats + self.state_floats) * 4
+    }
 }
 
 /// Integers of a scalar or an array value.
@@ -229,7 +256,8 @@ pub fn check_text(
     let n_layer = check_block_count(f, arch)?;
 
     // Unused by MiniCPM-V's dense models; llama.cpp asserts on their combinations
-    // (llama-model.cpp:1332, 1363-1375).
+    // (llama-model.cpp:1332, 1363-1375). Qwen3.5 may carry a multi-token-prediction block
+    // (checked with the rest of its layout).
     for k in [
         "expert_count",
         "expert_used_count",
@@ -237,6 +265,9 @@ pub fn check_text(
         "expert_group_used_count",
         "nextn_predict_layers",
     ] {
+        if arch == "qwen35" && k == "nextn_predict_layers" {
+            continue;
+        }
         if let Some(v) = f.get(&key(k)) {
             if ints(v).is_none_or(|xs| xs.iter().any(|&x| x != 0)) {
                 return Err(format!(
@@ -302,7 +333,13 @@ pub fn check_text(
             key("attention.head_count")
         ));
     }
-    for k in ["attention.value_length", "rope.dimension_count"] {
+    let must_equal: &[&str] = if arch == "qwen35" {
+        // qwen35 rotates only part of a head (models/qwen35.cpp, n_rot <= head size)
+        &["attention.value_length"]
+    } else {
+        &["attention.value_length", "rope.dimension_count"]
+    };
+    for k in must_equal.iter().copied() {
         if let Some(v) = f.get(&key(k)) {
             if v.as_u64() != Some(head_dim) {
                 return Err(format!(
@@ -324,13 +361,31 @@ pub fn check_text(
     positive_float(f, &key("attention.layer_norm_rms_epsilon"), true)?;
     positive_float(f, &key("rope.freq_base"), false)?;
 
-    text_tensors(f, n_embd, n_vocab, n_layer, n_head, n_head_kv, head_dim)?;
+    let heads = Heads {
+        n_head,
+        n_head_kv,
+        head_dim,
+    };
+    if arch == "qwen35" {
+        return hybrid::check(f, n_embd, n_vocab, n_layer, heads);
+    }
+    text_tensors(f, n_embd, n_vocab, n_layer, heads)?;
     Ok(TextShape {
         n_layer,
         n_head,
         n_head_kv,
         head_dim,
+        n_attention_layers: n_layer,
+        recurrent: None,
     })
+}
+
+/// The attention heads of a language model.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    n_head: u64,
+    n_head_kv: u64,
+    head_dim: u64,
 }
 
 /// Shapes of the language model's tensors (llama.cpp would refuse most mismatches itself, with
@@ -340,10 +395,20 @@ fn text_tensors(
     n_embd: u64,
     n_vocab: u64,
     n_layer: u64,
-    n_head: u64,
-    n_head_kv: u64,
-    head_dim: u64,
+    heads: Heads,
 ) -> Result<(), String> {
+    output_tensors(f, n_embd, n_vocab, heads.head_dim)?;
+    for i in 0..n_layer {
+        shape_is(need(f, &format!("blk.{i}.attn_norm.weight"))?, &[n_embd])?;
+        shape_is(need(f, &format!("blk.{i}.ffn_norm.weight"))?, &[n_embd])?;
+        attention_tensors(f, i, n_embd, heads, 1)?;
+        ffn_tensors(f, i, n_embd)?;
+    }
+    Ok(())
+}
+
+/// The output head and the optional RoPE frequency table.
+fn output_tensors(f: &GgufFile, n_embd: u64, n_vocab: u64, head_dim: u64) -> Result<(), String> {
     if let Some(out) = f.tensor("output.weight") {
         shape_is(out, &[n_embd, n_vocab])?;
     } else {
@@ -359,42 +424,56 @@ fn text_tensors(
         // Probed with ggml_rope_ext at load (llama-model-loader.cpp:996, ggml.c:4304).
         shape_is(t, &[head_dim / 2])?;
     }
-    let q_width = n_head * head_dim;
-    let kv_width = n_head_kv * head_dim;
-    for i in 0..n_layer {
-        let b = |s: &str| format!("blk.{i}.{s}");
-        shape_is(need(f, &b("attn_norm.weight"))?, &[n_embd])?;
-        shape_is(need(f, &b("ffn_norm.weight"))?, &[n_embd])?;
-        match f.tensor(&b("attn_qkv.weight")) {
-            Some(qkv) => shape_is(qkv, &[n_embd, q_width + 2 * kv_width])?,
-            None => {
-                shape_is(need(f, &b("attn_q.weight"))?, &[n_embd, q_width])?;
-                shape_is(need(f, &b("attn_k.weight"))?, &[n_embd, kv_width])?;
-                shape_is(need(f, &b("attn_v.weight"))?, &[n_embd, kv_width])?;
-            }
+    Ok(())
+}
+
+/// The attention tensors of block `i`; `q_factor` is 2 when the query projection also holds
+/// an output gate (qwen35).
+fn attention_tensors(
+    f: &GgufFile,
+    i: u64,
+    n_embd: u64,
+    h: Heads,
+    q_factor: u64,
+) -> Result<(), String> {
+    let b = |s: &str| format!("blk.{i}.{s}");
+    let q_width = h.n_head * h.head_dim;
+    let kv_width = h.n_head_kv * h.head_dim;
+    match f.tensor(&b("attn_qkv.weight")) {
+        Some(qkv) => shape_is(qkv, &[n_embd, q_factor * q_width + 2 * kv_width])?,
+        None => {
+            shape_is(need(f, &b("attn_q.weight"))?, &[n_embd, q_factor * q_width])?;
+            shape_is(need(f, &b("attn_k.weight"))?, &[n_embd, kv_width])?;
+            shape_is(need(f, &b("attn_v.weight"))?, &[n_embd, kv_width])?;
         }
-        shape_is(need(f, &b("attn_output.weight"))?, &[q_width, n_embd])?;
-        let up = need(f, &b("ffn_up.weight"))?;
-        let n_ff = up.dims.get(1).copied().unwrap_or(0);
-        shape_is(up, &[n_embd, n_ff])?;
-        shape_is(need(f, &b("ffn_down.weight"))?, &[n_ff, n_embd])?;
-        if let Some(gate) = f.tensor(&b("ffn_gate.weight")) {
-            shape_is(gate, &[n_embd, n_ff])?;
+    }
+    shape_is(need(f, &b("attn_output.weight"))?, &[q_width, n_embd])?;
+    for (name, width) in [
+        ("attn_q.bias", q_factor * q_width),
+        ("attn_k.bias", kv_width),
+        ("attn_v.bias", kv_width),
+    ] {
+        if let Some(t) = f.tensor(&b(name)) {
+            shape_is(t, &[width])?;
         }
-        for (name, width) in [
-            ("attn_q.bias", q_width),
-            ("attn_k.bias", kv_width),
-            ("attn_v.bias", kv_width),
-        ] {
-            if let Some(t) = f.tensor(&b(name)) {
-                shape_is(t, &[width])?;
-            }
+    }
+    for name in ["attn_q_norm.weight", "attn_k_norm.weight"] {
+        if let Some(t) = f.tensor(&b(name)) {
+            shape_is(t, &[h.head_dim])?;
         }
-        for name in ["attn_q_norm.weight", "attn_k_norm.weight"] {
-            if let Some(t) = f.tensor(&b(name)) {
-                shape_is(t, &[head_dim])?;
-            }
-        }
+    }
+    Ok(())
+}
+
+/// The SwiGLU feed-forward tensors of block `i`.
+fn ffn_tensors(f: &GgufFile, i: u64, n_embd: u64) -> Result<(), String> {
+    let b = |s: &str| format!("blk.{i}.{s}");
+    let up = need(f, &b("ffn_up.weight"))?;
+    let n_ff = up.dims.get(1).copied().unwrap_or(0);
+    shape_is(up, &[n_embd, n_ff])?;
+    shape_is(need(f, &b("ffn_down.weight"))?, &[n_ff, n_embd])?;
+    if let Some(gate) = f.tensor(&b("ffn_gate.weight")) {
+        shape_is(gate, &[n_embd, n_ff])?;
     }
     Ok(())
 }
@@ -463,14 +542,16 @@ pub fn check_vocab(f: &GgufFile, tokens: &[String]) -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Projectors (clip, projector type "resampler")
+// Projectors (clip, projector type "resampler" or "minicpmv4_6")
 
-/// The structure of a MiniCPM-V resampler projector whose metadata gave `image_size`,
-/// `patch_size` and the output width `n_embd_out` (the width of `resampler.query`).
+/// The structure of a MiniCPM-V projector of kind `projector` whose metadata gave
+/// `image_size`, `patch_size` and the output width `n_embd_out` (the width of
+/// `resampler.query`, or `mm.down.weight`'s second dimension).
 pub fn check_vision(
     f: &GgufFile,
     image_size: u64,
     patch_size: u64,
+    projector: &ProjectorKind,
     n_embd_out: u64,
 ) -> Result<(), String> {
     tensor_types(f)?;
@@ -489,7 +570,8 @@ pub fn check_vision(
         );
     }
     if f.tensor("v.class_embd").is_some() {
-        // models/minicpmv.cpp:4.
+        // models/minicpmv.cpp:4 asserts it away for the resampler; for 4.6 it adds a position
+        // the merger's window indices do not cover (clip.cpp:4513, aborting at 4538).
         return Err(
             "tensor v.class_embd exists; MiniCPM-V's vision tower has no class token".into(),
         );
@@ -538,12 +620,25 @@ pub fn check_vision(
             pos.dims
         ));
     }
-    vision_blocks(f, n_embd)?;
-    resampler(f, n_embd, n_embd_out)
+    let n_layer = vision_blocks(f, n_embd)?;
+    match *projector {
+        ProjectorKind::Resampler { .. } => resampler(f, n_embd, n_embd_out),
+        ProjectorKind::Merger { scale_factor } => {
+            let side = patch_size * u64::from(scale_factor);
+            if image_size % side != 0 {
+                // The merger's 2x2 gathers truncate on a grid they do not divide
+                // (clip.cpp:4755-4844), and the warm-up and small images use image_size.
+                return Err(format!(
+                    "clip.vision.image_size {image_size} is not a multiple of {side} (patch size {patch_size} x scale factor {scale_factor})"
+                ));
+            }
+            merger(f, n_embd, n_layer, n_embd_out, scale_factor)
+        }
+    }
 }
 
-/// The ViT blocks: count, heads and shapes.
-fn vision_blocks(f: &GgufFile, n_embd: u64) -> Result<(), String> {
+/// The ViT blocks: count, heads and shapes; returns the block count.
+fn vision_blocks(f: &GgufFile, n_embd: u64) -> Result<u64, String> {
     let n_layer = f
         .get_u64("clip.vision.block_count")
         .ok_or("missing clip.vision.block_count")?;
@@ -636,7 +731,7 @@ fn vision_blocks(f: &GgufFile, n_embd: u64) -> Result<(), String> {
             shape_is(t, &[n_embd])?;
         }
     }
-    Ok(())
+    Ok(n_layer)
 }
 
 /// The resampler: learned queries of width D attend to the vision tower's output.
@@ -669,4 +764,90 @@ fn resampler(f: &GgufFile, n_embd: u64, d: u64) -> Result<(), String> {
     // difference).
     shape_is(need(f, "resampler.proj.weight")?, &[d, d])?;
     Ok(())
+}
+
+/// MiniCPM-V 4.6's merger projector (tools/mtmd/models/minicpmv.cpp `clip_graph_minicpmv4_6`,
+/// loaded at clip.cpp:2450-2482): the window-attention ViT merger (needed with scale factor 4)
+/// and the final 2x2 merger. The graph uses the tower's q, k and v separately, with no fused
+/// path, and `clip.vision.wa_layer_indexes` names the block the ViT merger follows.
+fn merger(
+    f: &GgufFile,
+    n_embd: u64,
+    n_layer: u64,
+    d: u64,
+    scale_factor: u32,
+) -> Result<(), String> {
+    if let Some(t) = f
+        .tensors
+        .iter()
+        .find(|t| t.name.ends_with(".attn_qkv.weight"))
+    {
+        return Err(format!(
+            "tensor {} is a fused q/k/v projection; MiniCPM-V 4.6's graph needs attn_q, attn_k and attn_v",
+            t.name
+        ));
+    }
+    let key = "clip.vision.wa_layer_indexes";
+    match f.get(key) {
+        None => {}
+        Some(MetaValue::Array(MetaArray::I32(v))) => match v.first() {
+            Some(&l) if l >= 0 && (l as u64) < n_layer => {}
+            Some(&l) => {
+                return Err(format!(
+                    "{key} is {l}; the ViT merger must follow one of the {n_layer} blocks"
+                ))
+            }
+            None => return Err(format!("{key} is empty")),
+        },
+        Some(_) => return Err(format!("{key} must be an array of i32")),
+    }
+    let e4 = 4 * n_embd;
+    if scale_factor == 4 {
+        for name in ["ln1.weight", "ln1.bias", "attn_out.bias"] {
+            optional_shape(
+                f,
+                &format!("v.vit_merger.{name}"),
+                &[n_embd],
+                name.starts_with("ln1"),
+            )?;
+        }
+        for p in ["q", "k", "v"] {
+            shape_is(
+                need(f, &format!("v.vit_merger.attn_{p}.weight"))?,
+                &[n_embd, n_embd],
+            )?;
+            optional_shape(f, &format!("v.vit_merger.attn_{p}.bias"), &[n_embd], false)?;
+        }
+        shape_is(need(f, "v.vit_merger.attn_out.weight")?, &[n_embd, n_embd])?;
+        for name in ["ds_ln.weight", "ds_ln.bias"] {
+            shape_is(need(f, &format!("v.vit_merger.{name}"))?, &[e4])?;
+        }
+        let up = need(f, "v.vit_merger.ds_ffn_up.weight")?;
+        let hidden = up.dims.get(1).copied().unwrap_or(0);
+        shape_is(up, &[e4, hidden])?;
+        optional_shape(f, "v.vit_merger.ds_ffn_up.bias", &[hidden], false)?;
+        shape_is(
+            need(f, "v.vit_merger.ds_ffn_down.weight")?,
+            &[hidden, n_embd],
+        )?;
+        optional_shape(f, "v.vit_merger.ds_ffn_down.bias", &[n_embd], false)?;
+    }
+    shape_is(need(f, "mm.input_norm.weight")?, &[e4])?;
+    optional_shape(f, "mm.input_norm.bias", &[e4], false)?;
+    let up = need(f, "mm.up.weight")?;
+    let hidden = up.dims.get(1).copied().unwrap_or(0);
+    shape_is(up, &[e4, hidden])?;
+    optional_shape(f, "mm.up.bias", &[hidden], false)?;
+    shape_is(need(f, "mm.down.weight")?, &[hidden, d])?;
+    optional_shape(f, "mm.down.bias", &[d], false)?;
+    Ok(())
+}
+
+/// A tensor that must have `dims` when present (and be present when `required`).
+fn optional_shape(f: &GgufFile, name: &str, dims: &[u64], required: bool) -> Result<(), String> {
+    match f.tensor(name) {
+        Some(t) => shape_is(t, dims),
+        None if required => Err(format!("missing tensor {name}")),
+        None => Ok(()),
+    }
 }

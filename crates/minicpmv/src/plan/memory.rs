@@ -25,7 +25,7 @@ use crate::ffi::repack::{Repack, RepackDecision};
 use crate::ffi::{self, KvType, LoadParams, ProjectorAttention};
 use crate::model::inputs::{check_pair, InputError};
 use crate::plan::system::{self, AvailableMemory};
-use crate::vision::{load_image, plan_slices, ImageError, SliceParams};
+use crate::vision::{load_image, ImageError, ImageFormat};
 
 /// The settings of a run that change its memory.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -47,7 +47,7 @@ pub struct PlanSettings {
     /// Whether llama.cpp may repack weights for its CPU kernels; [`Repack::Auto`] is decided
     /// per file in [`footprint`].
     pub repack: Repack,
-    /// Slice cap of the images ([`SliceParams::max_slices`], 1..=9): more slices, more
+    /// Slice cap of the images ([`crate::vision::SliceParams::max_slices`], 1..=9): more slices, more
     /// projector calls and embeddings.
     pub max_slices: u32,
     /// Threads llama.cpp would compute with (passed to its estimate); not serialised, as it is
@@ -324,24 +324,27 @@ pub fn footprint(
     let tied = gguf.tensor("output.weight").is_none();
     let token_embd = gguf.tensor("token_embd.weight").map_or(0, |t| t.n_bytes);
     let pj = &facts.projector;
-    let params = SliceParams {
-        image_size: pj.image_size as u32,
-        patch_size: pj.patch_size as u32,
-        max_slices: s.max_slices,
-    };
-    let (mut n_chunks, mut rgb_bytes, mut preprocessed) = (0usize, 0u64, 0u64);
+    let format = ImageFormat::of_projector(pj, s.max_slices);
+    let (mut n_chunks, mut n_rows, mut rgb_bytes, mut preprocessed) = (0usize, 0u64, 0u64, 0u64);
     for path in images {
         let img = load_image(path, max_image_pixels)?;
-        let plan = plan_slices(img.width, img.height, &params)
+        let plan = format
+            .plan(img.width, img.height)
             .and_then(|plan| plan.check_resizable().map(|()| plan))
             .map_err(|source| PlanError::Slice {
                 path: path.clone(),
                 source,
             })?;
         n_chunks += plan.n_chunks();
+        n_rows += format.plan_tokens(&plan).iter().sum::<usize>() as u64;
         rgb_bytes += img.rgb.len() as u64;
-        // Every chunk at most image_size^2 pixels, 3 f32 each, plus the resized RGB copy.
-        let chunks = plan.n_chunks() as u64 * pj.image_size * pj.image_size * 3 * 4;
+        // Every chunk's pixels, 3 f32 each, plus the resized RGB copy.
+        let chunks: u64 = (0..plan.n_chunks())
+            .map(|i| {
+                let (w, h) = plan.chunk_size(i);
+                u64::from(w) * u64::from(h) * 3 * 4
+            })
+            .sum();
         preprocessed = preprocessed.max(chunks + img.rgb.len() as u64);
     }
     Ok(Footprint {
@@ -356,7 +359,7 @@ pub fn footprint(
         projector_compute: clip.compute,
         image_pixels: rgb_bytes,
         image_preprocessed: preprocessed,
-        image_embeddings: (n_chunks as u64) * pj.query_num * pj.n_embd * 4,
+        image_embeddings: n_rows * pj.n_embd * 4,
         n_image_chunks: n_chunks,
         runtime,
     })

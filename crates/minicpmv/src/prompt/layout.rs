@@ -3,9 +3,12 @@
 //!
 //! Reference: llama.cpp `tools/mtmd/mtmd.cpp` (bundled in llama-cpp-sys-2 0.1.161), the
 //! `PROJECTOR_TYPE_MINICPMV` set-up (`MTMD_SLICE_TMPL_MINICPMV_2_5` for `minicpmv_version` 2,
-//! `MTMD_SLICE_TMPL_MINICPMV_2_6` for 3, 4, 5, 6) and the llava-uhd branch of `mtmd_tokenizer`
+//! `MTMD_SLICE_TMPL_MINICPMV_2_6` for 3, 4, 5, 6, 100045 and for `PROJECTOR_TYPE_MINICPMV4_6`)
+//! and the llava-uhd branch of `mtmd_tokenizer`
 //! that emits overview first, then the slices row by row, with `\n` between rows and none after
 //! the last (DESIGN.md §3).
+
+use crate::model::family::ProjectorKind;
 
 /// The two MiniCPM-V image layouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,9 +20,10 @@ pub enum LayoutStyle {
 }
 
 impl LayoutStyle {
-    /// The layout of a projector's `clip.minicpmv_version`.
-    pub fn for_minicpmv_version(v: i64) -> LayoutStyle {
-        if v == 2 {
+    /// The layout of a projector: the 2.5 layout for the resampler of `clip.minicpmv_version`
+    /// 2, the 2.6 layout for later resamplers and for 4.6's merger (mtmd.cpp `init_vision`).
+    pub fn for_projector(p: &ProjectorKind) -> LayoutStyle {
+        if p.minicpmv_version() == Some(2) {
             LayoutStyle::V2_5
         } else {
             LayoutStyle::V2_6
@@ -153,9 +157,18 @@ mod tests {
 
     #[test]
     fn style_follows_the_projector_version() {
-        assert_eq!(LayoutStyle::for_minicpmv_version(2), LayoutStyle::V2_5);
+        let resampler = |minicpmv_version| ProjectorKind::Resampler {
+            minicpmv_version,
+            query_tokens: 64,
+        };
+        assert_eq!(LayoutStyle::for_projector(&resampler(2)), LayoutStyle::V2_5);
         for v in [3, 4, 5, 6, 100045] {
-            assert_eq!(LayoutStyle::for_minicpmv_version(v), LayoutStyle::V2_6);
+            assert_eq!(LayoutStyle::for_projector(&resampler(v)), LayoutStyle::V2_6);
+        }
+        // mtmd.cpp: PROJECTOR_TYPE_MINICPMV4_6 uses MTMD_SLICE_TMPL_MINICPMV_2_6
+        for scale_factor in [2, 4] {
+            let m = ProjectorKind::Merger { scale_factor };
+            assert_eq!(LayoutStyle::for_projector(&m), LayoutStyle::V2_6);
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use crate::encode::NativeError;
 use crate::ffi::{Model, Token};
-use crate::prompt::layout::{image_layout, LayoutItem, LayoutStyle, LAYOUT_TOKENS};
-use crate::vision::SlicePlan;
+use crate::prompt::layout::{image_layout, LayoutItem, LAYOUT_TOKENS};
+use crate::vision::{ImageFormat, SlicePlan};
 
 /// Token ids of the layout's special texts, found the way llama.cpp's mtmd finds them: the
 /// first vocabulary entry whose rendered piece equals the text.
@@ -54,13 +54,30 @@ pub enum Segment {
     /// Text and layout tokens, decoded as token ids; never empty, and never next to another
     /// `Tokens` segment (adjacent runs are merged).
     Tokens(Vec<Token>),
-    /// The projector's embeddings of one chunk, decoded as embeddings (`query_num` positions).
+    /// The projector's embeddings of one chunk, decoded as embeddings.
     Chunk {
         /// Index of the image in the request, in the order of the markers.
         image: usize,
         /// The chunk of that image: 0 is the overview, 1.. the slices in row-major order.
         chunk: usize,
+        /// Embeddings (positions) of the chunk ([`ImageFormat::chunk_tokens`]).
+        n_tokens: usize,
     },
+}
+
+impl Segment {
+    /// Positions the segment takes: its tokens, or its chunk's embeddings.
+    pub fn n_positions(&self) -> usize {
+        match self {
+            Segment::Tokens(t) => t.len(),
+            Segment::Chunk { n_tokens, .. } => *n_tokens,
+        }
+    }
+}
+
+/// Positions of a whole sequence.
+pub fn n_positions(segments: &[Segment]) -> usize {
+    segments.iter().map(Segment::n_positions).sum()
 }
 
 /// The full input sequence for `formatted` (a chat-formatted prompt with one `marker` per
@@ -72,7 +89,7 @@ pub fn build_sequence(
     formatted: &str,
     marker: &str,
     plans: &[&SlicePlan],
-    style: LayoutStyle,
+    format: &ImageFormat,
     layout: &LayoutTokens,
 ) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
@@ -89,11 +106,15 @@ pub fn build_sequence(
     for (i, part) in formatted.split(marker).enumerate() {
         if i > 0 {
             let image = i - 1;
-            let grid = plans.get(image).and_then(|p| p.grid);
-            for item in image_layout(style, grid) {
+            let plan = plans.get(image);
+            for item in image_layout(format.style(), plan.and_then(|p| p.grid)) {
                 match item {
                     LayoutItem::Token(text) => push_tokens(&mut out, &[layout.id(text)]),
-                    LayoutItem::Chunk(chunk) => out.push(Segment::Chunk { image, chunk }),
+                    LayoutItem::Chunk(chunk) => out.push(Segment::Chunk {
+                        image,
+                        chunk,
+                        n_tokens: plan.map_or(0, |p| format.chunk_tokens(p, chunk)),
+                    }),
                 }
             }
         }

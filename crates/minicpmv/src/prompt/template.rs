@@ -99,6 +99,81 @@ pub fn format_chat(
     format_builtin(version, messages, add_generation_prompt)
 }
 
+/// How a prompt asks for thinking: the text appended after the generation prompt and how the
+/// output then starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThinkingPrompt {
+    /// Text appended after the generation prompt (possibly empty).
+    pub suffix: &'static str,
+    /// Whether the model thinks: its output is split into reasoning and answer.
+    pub on: bool,
+    /// Whether the suffix opens the reasoning block itself, so the output starts inside it.
+    pub opened: bool,
+    /// The block's opening and closing tags (`<think>`, `</think>`; empty without thinking).
+    pub tags: (&'static str, &'static str),
+}
+
+/// Why thinking cannot be switched as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ThinkingError {
+    /// The version has no thinking mode.
+    #[error("{name} has no thinking mode; drop the thinking request")]
+    NoThinking {
+        /// The version's name.
+        name: &'static str,
+    },
+    /// The checkpoint cannot switch to the mode asked.
+    #[error("{name} cannot {what} (its template has no way to); {hint}")]
+    CannotSwitch {
+        /// The version's name.
+        name: &'static str,
+        /// What was asked: "think" or "answer without thinking".
+        what: &'static str,
+        /// What to do instead.
+        hint: &'static str,
+    },
+}
+
+/// The thinking mode of a prompt for `version`: `wanted` (None: the model's default) checked
+/// against what its template can do (models/*.toml, `[chat.thinking]`).
+pub fn thinking_prompt(
+    version: Version,
+    wanted: Option<bool>,
+) -> Result<ThinkingPrompt, ThinkingError> {
+    let spec = family::spec(version);
+    let name = spec.name.as_str();
+    let Some(t) = &spec.chat.thinking else {
+        return match wanted {
+            Some(true) => Err(ThinkingError::NoThinking { name }),
+            _ => Ok(ThinkingPrompt {
+                suffix: "",
+                on: false,
+                opened: false,
+                tags: ("", ""),
+            }),
+        };
+    };
+    let on = wanted.unwrap_or(t.default);
+    match t.suffix(on) {
+        Some(suffix) => Ok(ThinkingPrompt {
+            suffix,
+            on,
+            opened: on && suffix.trim_end().ends_with(t.open.as_str()),
+            tags: (t.open.as_str(), t.close.as_str()),
+        }),
+        None if on => Err(ThinkingError::CannotSwitch {
+            name,
+            what: "think",
+            hint: "its Thinking variant does (4.6-thinking)",
+        }),
+        None => Err(ThinkingError::CannotSwitch {
+            name,
+            what: "answer without thinking",
+            hint: "leave thinking on",
+        }),
+    }
+}
+
 /// The version's built-in chat template (models/*.toml, `[chat]`).
 pub fn format_builtin(
     version: Version,

@@ -32,15 +32,12 @@ use crate::ffi::mtmd::default_marker;
 use crate::ffi::{ClipError, ClipProjector, Context, DecodeError, Model, Sampler, Token};
 use crate::model::family::Version;
 use crate::model::inputs::PairFacts;
-use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
-use crate::prompt::template::{self, Message, Role};
+use crate::prompt::template::{self, Message, Role, ThinkingPrompt};
 use crate::session::options::{Generation, SessionOptions, DEFAULT_MAX_SLICES};
-use crate::session::run::{history_message, Event, HistoryMessage, RunError};
+use crate::session::run::{history_message, Event, HistoryMessage, RunError, Split};
 use crate::session::Pair;
-use crate::vision::{
-    load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
-};
+use crate::vision::{load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan};
 
 /// One line a user types in a chat (`minicpmv chat`), parsed: a message, or a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +100,9 @@ pub struct ChatConfig {
     pub system: Option<String>,
     /// Where and how much the image embedding cache keeps (memory and disk).
     pub cache: CacheConfig,
+    /// Whether a thinking model reasons before each answer; `None`: the model's default.
+    /// The history keeps the answers only.
+    pub thinking: Option<bool>,
 }
 
 impl Default for ChatConfig {
@@ -112,11 +112,18 @@ impl Default for ChatConfig {
             max_slices: DEFAULT_MAX_SLICES,
             system: None,
             cache: CacheConfig::default(),
+            thinking: None,
         }
     }
 }
 
 impl ChatConfig {
+    /// Thinking on or off for a thinking model; `None`: the model's default.
+    pub fn thinking(mut self, thinking: Option<bool>) -> Self {
+        self.thinking = thinking;
+        self
+    }
+
     /// Length and sampling of each answer.
     pub fn generation(mut self, generation: Generation) -> Self {
         self.generation = generation;
@@ -147,6 +154,9 @@ impl ChatConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChatError {
+    /// Thinking was asked for a model that cannot, or switched off where it cannot be.
+    #[error(transparent)]
+    Thinking(#[from] crate::prompt::template::ThinkingError),
     /// An attached image could not be read or decoded, or exceeds
     /// [`SessionOptions::max_image_pixels`] (when attached, or when reloaded for re-encoding).
     #[error(transparent)]
@@ -291,6 +301,10 @@ pub struct TurnOutput {
     pub turn: usize,
     /// The answer, as streamed in [`Event::Text`]; it is also kept in the history.
     pub text: String,
+    /// A thinking model's reasoning, as streamed in [`Event::Thinking`] (not kept in the
+    /// history); `None` when the model did not think.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
     /// The answer's generated token ids.
     pub token_ids: Vec<Token>,
     /// Why the answer ended.
@@ -321,11 +335,11 @@ pub struct ChatSession<'m> {
     model: &'m Model,
     options: SessionOptions,
     cfg: ChatConfig,
+    /// The thinking mode of every turn, from [`ChatConfig::thinking`].
+    thinking: ThinkingPrompt,
     version: Version,
     chat_template: Option<String>,
-    style: LayoutStyle,
     layout: LayoutTokens,
-    query_num: usize,
     n_embd: usize,
     marker: String,
     ctx: Context<'m>,
@@ -372,6 +386,7 @@ impl<'m> ChatSession<'m> {
         cfg: ChatConfig,
     ) -> Result<Self, ChatError> {
         cfg.generation.sampling.check()?;
+        let thinking = template::thinking_prompt(facts.version, cfg.thinking)?;
         let info = &facts.projector;
         let layout = LayoutTokens::lookup(model)?;
         let encoder = Encoder {
@@ -379,22 +394,16 @@ impl<'m> ChatSession<'m> {
             projector,
             cache: EmbeddingCache::new(cfg.cache.clone())?,
             projector_id: ProjectorId::of_file(&pair.mmproj)?,
-            slice_params: SliceParams {
-                image_size: info.image_size as u32,
-                patch_size: info.patch_size as u32,
-                max_slices: cfg.max_slices,
-            },
+            format: ImageFormat::of_projector(info, cfg.max_slices),
             n_calls: 0,
         };
         let ctx = Context::new(model, options.context_params())?;
         Ok(ChatSession {
             model,
             options: options.clone(),
-            version: info.version,
+            version: facts.version,
             chat_template: facts.model.chat_template.clone(),
-            style: LayoutStyle::for_minicpmv_version(info.minicpmv_version),
             layout,
-            query_num: info.query_num as usize,
             n_embd: model.n_embd(),
             marker: default_marker(),
             ctx,
@@ -404,14 +413,16 @@ impl<'m> ChatSession<'m> {
             kv: Vec::new(),
             turn: 0,
             cfg,
+            thinking,
         })
     }
 
     /// Attaches an image to the next question. The file is loaded and checked now.
     pub fn attach_image(&mut self, path: &Path) -> Result<(), ChatError> {
         let img = load_image(path, self.options.max_image_pixels)?;
-        let params = &self.encoder.slice_params;
-        let plan = plan_slices(img.width, img.height, params)
+        let format = &self.encoder.format;
+        let plan = format
+            .plan(img.width, img.height)
             .and_then(|plan| plan.check_resizable().map(|()| plan))
             .map_err(|source| ChatError::Slice {
                 path: path.to_path_buf(),
@@ -421,7 +432,7 @@ impl<'m> ChatSession<'m> {
         self.pending.push(ChatImage {
             path: path.to_path_buf(),
             digest,
-            key: embd_key(&digest, &self.encoder.projector_id, params),
+            key: embd_key(&digest, &self.encoder.projector_id, &format.slicing),
             plan,
             pixels: Some(img),
         });
@@ -507,20 +518,15 @@ impl<'m> ChatSession<'m> {
         };
         let input = self.lay_out(&user)?;
         let p0 = self.reuse_kv(&input.positions);
-        let (tail, needed) = tail_segments(&input.segments, &input.positions, p0, self.query_num);
+        let (tail, needed) = tail_segments(&input.segments, &input.positions, p0);
 
         let mut timings = TurnTimings::default();
         let calls_before = self.encoder.n_calls;
         let images: Vec<&ChatImage> = conversation_images(&self.history, &user).collect();
         let needed: Vec<&ChatImage> = needed.iter().map(|&i| images[i]).collect();
-        let fetched = self.encoder.fetch(
-            &needed,
-            &self.options,
-            self.query_num * self.n_embd,
-            self.n_embd,
-            &mut timings,
-            on_event,
-        )?;
+        let fetched =
+            self.encoder
+                .fetch(&needed, &self.options, self.n_embd, &mut timings, on_event)?;
 
         let t_prefill = Instant::now();
         let n_past = self.prefill(&tail, &fetched.embeddings, p0)?;
@@ -528,7 +534,7 @@ impl<'m> ChatSession<'m> {
         self.kv = input.positions;
         debug_assert_eq!(n_past as usize, self.kv.len());
 
-        let gen = self.generate(n_past, on_event, cancel)?;
+        let (gen, thinking) = self.generate(n_past, on_event, cancel)?;
         self.commit(user, &gen);
 
         let n_new = n_past as usize - p0;
@@ -543,6 +549,7 @@ impl<'m> ChatSession<'m> {
         Ok(TurnOutput {
             turn: self.turn,
             text: gen.text,
+            thinking,
             token_ids: gen.token_ids,
             stop: gen.stop,
             n_projector_calls: self.encoder.n_calls - calls_before,
@@ -573,8 +580,9 @@ impl<'m> ChatSession<'m> {
                 &self.marker,
             )?);
         }
-        let formatted =
+        let mut formatted =
             template::format_chat(self.version, self.chat_template.as_deref(), &messages, true);
+        formatted.push_str(self.thinking.suffix);
         let images: Vec<&ChatImage> = conversation_images(&self.history, user).collect();
         let plans: Vec<&SlicePlan> = images.iter().map(|i| &i.plan).collect();
         let segments = sequence::build_sequence(
@@ -582,7 +590,7 @@ impl<'m> ChatSession<'m> {
             &formatted,
             &self.marker,
             &plans,
-            self.style,
+            &self.encoder.format,
             &self.layout,
         );
         let positions = self.positions(&segments, &images);
@@ -646,17 +654,19 @@ impl<'m> ChatSession<'m> {
     }
 
     /// Generates the answer after `n_past` prefilled positions, and records the generated
-    /// tokens that reached the KV cache.
+    /// tokens that reached the KV cache. The text of the result is the answer; a thinking
+    /// model's reasoning comes apart.
     fn generate(
         &mut self,
         n_past: i32,
         on_event: &mut dyn FnMut(Event<'_>),
         cancel: &dyn Fn() -> bool,
-    ) -> Result<Generated, ChatError> {
+    ) -> Result<(Generated, Option<String>), ChatError> {
         let g = &self.cfg.generation;
         let mut sampler =
             Sampler::new(&g.sampling, self.model.n_vocab()).ok_or(ChatError::Sampler)?;
-        let mut on_text = |s: &str| on_event(Event::Text(s));
+        let mut split = Split::new(self.thinking);
+        let mut on_text = |s: &str| split.push(s, &mut *on_event);
         let gen = generate_until(
             self.model,
             &mut self.ctx,
@@ -667,19 +677,21 @@ impl<'m> ChatSession<'m> {
             &mut on_text,
             cancel,
         );
-        let gen = match gen {
+        let mut gen = match gen {
             Ok(g) => g,
             Err(e) => {
                 self.forget_kv();
                 return Err(e.into());
             }
         };
+        let (answer, thinking) = split.finish(on_event);
+        gen.text = answer;
         let n_fed = usize::try_from(gen.n_past - n_past)
             .unwrap_or(0)
             .min(gen.token_ids.len());
         self.kv
             .extend(gen.token_ids[..n_fed].iter().map(|&t| Pos::Token(t)));
-        Ok(gen)
+        Ok((gen, thinking))
     }
 
     /// Adds the question and its answer to the history; the attached images' pixels are
@@ -709,9 +721,13 @@ impl<'m> ChatSession<'m> {
         for seg in segments {
             match seg {
                 Segment::Tokens(t) => out.extend(t.iter().map(|&t| Pos::Token(t))),
-                Segment::Chunk { image, chunk } => {
+                Segment::Chunk {
+                    image,
+                    chunk,
+                    n_tokens,
+                } => {
                     let key = images[*image].key;
-                    out.extend((0..self.query_num as u32).map(|row| Pos::Embd {
+                    out.extend((0..*n_tokens as u32).map(|row| Pos::Embd {
                         key,
                         chunk: *chunk as u32,
                         row,
@@ -742,7 +758,7 @@ struct Encoder<'m> {
     projector: &'m mut Option<ClipProjector>,
     cache: EmbeddingCache,
     projector_id: ProjectorId,
-    slice_params: SliceParams,
+    format: ImageFormat,
     /// Projector calls since the chat started.
     n_calls: usize,
 }
@@ -762,7 +778,6 @@ impl Encoder<'_> {
         &mut self,
         images: &[&ChatImage],
         options: &SessionOptions,
-        chunk_len: usize,
         n_embd: usize,
         timings: &mut TurnTimings,
         on_event: &mut dyn FnMut(Event<'_>),
@@ -772,7 +787,12 @@ impl Encoder<'_> {
             let expect = Expected {
                 plan: &im.plan,
                 n_embd,
-                chunk_len,
+                chunk_lens: self
+                    .format
+                    .plan_tokens(&im.plan)
+                    .into_iter()
+                    .map(|n| n * n_embd)
+                    .collect(),
             };
             found.push(self.cache.get(&im.key, &expect));
         }
@@ -798,8 +818,7 @@ impl Encoder<'_> {
             for &i in &misses {
                 let im = images[i];
                 let before = projector.n_encode_calls();
-                let result =
-                    encode_chat_image(projector, im, options, self.slice_params.max_slices);
+                let result = encode_chat_image(projector, im, options, &self.format);
                 self.n_calls += projector.n_encode_calls() - before;
                 let emb = Arc::new(result?);
                 for &secs in &emb.encode_secs {
@@ -830,7 +849,7 @@ fn encode_chat_image(
     projector: &mut ClipProjector,
     im: &ChatImage,
     options: &SessionOptions,
-    max_slices: u32,
+    format: &ImageFormat,
 ) -> Result<ImageEmbeddings, ChatError> {
     let reloaded;
     let pixels = match &im.pixels {
@@ -848,7 +867,7 @@ fn encode_chat_image(
     Ok(encode::encode_image(
         projector,
         pixels,
-        max_slices,
+        format,
         options.n_threads,
         &mut |_, _| {},
     )?)
@@ -856,27 +875,22 @@ fn encode_chat_image(
 
 /// The part of `segments` from position `p0` on (never inside a chunk), with image indices
 /// renumbered into the returned list of the images it needs (conversation indices, in order).
-fn tail_segments(
-    segments: &[Segment],
-    full: &[Pos],
-    p0: usize,
-    query_num: usize,
-) -> (Vec<Segment>, Vec<usize>) {
+fn tail_segments(segments: &[Segment], full: &[Pos], p0: usize) -> (Vec<Segment>, Vec<usize>) {
     let mut tail = Vec::new();
     let mut needed: Vec<usize> = Vec::new();
     let mut pos = 0usize;
     for seg in segments {
-        let len = match seg {
-            Segment::Tokens(t) => t.len(),
-            Segment::Chunk { .. } => query_num,
-        };
-        let end = pos + len;
+        let end = pos + seg.n_positions();
         if end > p0 {
             match seg {
                 Segment::Tokens(t) => {
                     tail.push(Segment::Tokens(t[p0.saturating_sub(pos)..].to_vec()))
                 }
-                Segment::Chunk { image, chunk } => {
+                Segment::Chunk {
+                    image,
+                    chunk,
+                    n_tokens,
+                } => {
                     debug_assert!(pos >= p0, "p0 inside a chunk");
                     let slot = match needed.iter().position(|&i| i == *image) {
                         Some(s) => s,
@@ -888,6 +902,7 @@ fn tail_segments(
                     tail.push(Segment::Chunk {
                         image: slot,
                         chunk: *chunk,
+                        n_tokens: *n_tokens,
                     });
                 }
             }
@@ -989,15 +1004,20 @@ mod tests {
     #[test]
     fn tail_starts_at_p0_and_renumbers_images() {
         let k = EmbdKey([1; 32]);
+        let q = 2;
+        let chunk = |image, chunk| Segment::Chunk {
+            image,
+            chunk,
+            n_tokens: q,
+        };
         let segs = vec![
             Segment::Tokens(vec![1, 2, 3]),
-            Segment::Chunk { image: 0, chunk: 0 },
+            chunk(0, 0),
             Segment::Tokens(vec![4, 5]),
-            Segment::Chunk { image: 1, chunk: 0 },
-            Segment::Chunk { image: 1, chunk: 1 },
+            chunk(1, 0),
+            chunk(1, 1),
             Segment::Tokens(vec![6]),
         ];
-        let q = 2;
         let full: Vec<Pos> = vec![
             Pos::Embd {
                 key: k,
@@ -1006,22 +1026,22 @@ mod tests {
             };
             3 + q + 2 + 2 * q + 1
         ];
-        let (tail, needed) = tail_segments(&segs, &full, 0, q);
+        let (tail, needed) = tail_segments(&segs, &full, 0);
         assert_eq!(tail, segs);
         assert_eq!(needed, vec![0, 1]);
         // from inside the second text run: image 0 is not needed, image 1 becomes slot 0
-        let (tail, needed) = tail_segments(&segs, &full, 3 + q + 1, q);
+        let (tail, needed) = tail_segments(&segs, &full, 3 + q + 1);
         assert_eq!(
             tail,
             vec![
                 Segment::Tokens(vec![5]),
-                Segment::Chunk { image: 0, chunk: 0 },
-                Segment::Chunk { image: 0, chunk: 1 },
+                chunk(0, 0),
+                chunk(0, 1),
                 Segment::Tokens(vec![6]),
             ]
         );
         assert_eq!(needed, vec![1]);
-        let (tail, needed) = tail_segments(&segs, &full, full.len() - 1, q);
+        let (tail, needed) = tail_segments(&segs, &full, full.len() - 1);
         assert_eq!(tail, vec![Segment::Tokens(vec![6])]);
         assert!(needed.is_empty());
     }

@@ -257,6 +257,9 @@ pub struct RunRequest {
     /// chunk, instead of packing it into full batches. Slower; gives llama.cpp's numerics bit
     /// for bit.
     pub per_chunk_prefill: bool,
+    /// Whether a thinking model reasons before answering (MiniCPM-V 4.5, 4.6-Thinking);
+    /// `None`: the model's default. Asking a model that cannot is an error.
+    pub thinking: Option<bool>,
 }
 
 impl Default for RunRequest {
@@ -267,6 +270,7 @@ impl Default for RunRequest {
             generation: Generation::default(),
             max_slices: DEFAULT_MAX_SLICES,
             per_chunk_prefill: false,
+            thinking: None,
         }
     }
 }
@@ -325,6 +329,12 @@ impl RunRequest {
     /// Decode the prompt chunk by chunk, as llama.cpp's mtmd does.
     pub fn per_chunk_prefill(mut self, per_chunk: bool) -> Self {
         self.per_chunk_prefill = per_chunk;
+        self
+    }
+
+    /// Thinking on or off for a thinking model; `None`: the model's default.
+    pub fn thinking(mut self, thinking: Option<bool>) -> Self {
+        self.thinking = thinking;
         self
     }
 }

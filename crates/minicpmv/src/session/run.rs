@@ -12,20 +12,19 @@ use serde::Serialize;
 
 use crate::decode::generate::{generate, tokens_per_sec, StopReason};
 use crate::decode::prefill;
+use crate::decode::thinking::{Part, ThinkSplitter};
 use crate::encode::{self, ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
     ClipProjector, Context, ContextParams, CpuBackend, DecodeError, Model, Sampler, Token,
 };
 use crate::model::inputs::{check_pair, InputError, PairFacts};
-use crate::prompt::layout::{n_layout_tokens, LayoutStyle};
+use crate::prompt::layout::n_layout_tokens;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
-use crate::prompt::template::{self, Message};
+use crate::prompt::template::{self, Message, ThinkingPrompt};
 use crate::session::options::{RunRequest, SessionOptions};
 use crate::session::Pair;
-use crate::vision::{
-    load_image, plan_slices, ImageError, LoadedImage, SliceError, SliceParams, SlicePlan,
-};
+use crate::vision::{load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan};
 
 /// Which implementation turns images into model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,8 +104,11 @@ pub struct HistoryMessage {
 /// What a run reports while it works.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Event<'a> {
-    /// Generated text, as it streams.
+    /// Generated answer text, as it streams.
     Text(&'a str),
+    /// Generated reasoning, as it streams (thinking models, before the answer; the
+    /// `<think>` tags are not included).
+    Thinking(&'a str),
     /// Image encoding starts: `total` projector calls ahead.
     EncodeStart {
         /// Projector calls the run will make: one per chunk (overview or slice) of every
@@ -152,8 +154,12 @@ pub struct Timings {
 pub struct RunOutput {
     /// The pipeline that ran.
     pub pipeline: Pipeline,
-    /// The generated text, as streamed in [`Event::Text`].
+    /// The answer, as streamed in [`Event::Text`] (a thinking model's reasoning apart).
     pub text: String,
+    /// The reasoning of a thinking model, as streamed in [`Event::Thinking`]; `None` when the
+    /// model did not think.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
     /// Generated token ids.
     pub token_ids: Vec<Token>,
     /// Every position the prompt occupies: text tokens plus image embeddings.
@@ -232,6 +238,9 @@ pub enum RunError {
         /// The context length, in positions.
         n_ctx: u32,
     },
+    /// Thinking was asked for a model that cannot, or switched off where it cannot be.
+    #[error(transparent)]
+    Thinking(#[from] crate::prompt::template::ThinkingError),
     /// The user placed image markers in a prompt (or history message) but not one per
     /// attached image.
     #[error("the prompt has {markers} image placeholders but {images} images were given")]
@@ -278,8 +287,76 @@ pub enum RunError {
 pub(crate) struct Prepared {
     pub facts: PairFacts,
     pub images: Vec<LoadedImage>,
+    /// The chat-formatted prompt, thinking suffix included.
     pub formatted: String,
     pub marker: String,
+    /// Whether the model thinks, and how its output starts.
+    pub thinking: ThinkingPrompt,
+}
+
+impl Prepared {
+    /// The projector's image format with a cap of `max_slices`.
+    pub fn format(&self, max_slices: u32) -> ImageFormat {
+        ImageFormat::of_projector(&self.facts.projector, max_slices)
+    }
+}
+
+/// The generated text cut into reasoning and answer as it streams ([`ThinkSplitter`]), both
+/// kept for the output; a model that does not think gives answer only.
+pub(crate) struct Split {
+    splitter: Option<ThinkSplitter>,
+    answer: String,
+    thinking: String,
+}
+
+impl Split {
+    pub(crate) fn new(t: ThinkingPrompt) -> Split {
+        Split {
+            splitter: t
+                .on
+                .then(|| ThinkSplitter::new(t.tags.0, t.tags.1, t.opened)),
+            answer: String::new(),
+            thinking: String::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, piece: &str, on_event: &mut dyn FnMut(Event<'_>)) {
+        let Some(s) = &mut self.splitter else {
+            self.answer.push_str(piece);
+            on_event(Event::Text(piece));
+            return;
+        };
+        let parts = s.push(piece);
+        self.emit(parts, on_event);
+    }
+
+    fn emit(&mut self, parts: Vec<(Part, String)>, on_event: &mut dyn FnMut(Event<'_>)) {
+        for (part, text) in parts {
+            match part {
+                Part::Thinking => {
+                    self.thinking.push_str(&text);
+                    on_event(Event::Thinking(&text));
+                }
+                Part::Answer => {
+                    self.answer.push_str(&text);
+                    on_event(Event::Text(&text));
+                }
+            }
+        }
+    }
+
+    /// The answer and, for a thinking model, its reasoning.
+    pub(crate) fn finish(
+        mut self,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> (String, Option<String>) {
+        let thinking = self.splitter.is_some();
+        if let Some(mut s) = self.splitter.take() {
+            let parts = s.finish();
+            self.emit(parts, on_event);
+        }
+        (self.answer, thinking.then_some(self.thinking))
+    }
 }
 
 /// Checks the files, loads the images and formats the prompt (no llama.cpp model loaded yet).
@@ -346,7 +423,7 @@ pub(crate) fn prepare_prompt(
         .map(|p| load_image(p, cfg.options.max_image_pixels))
         .collect::<Result<_, _>>()?;
     let marker = mtmd::default_marker();
-    let version = facts.projector.version;
+    let version = facts.version;
     let mut messages: Vec<Message> = history
         .iter()
         .map(|m| history_message(version, m, &marker))
@@ -359,17 +436,20 @@ pub(crate) fn prepare_prompt(
     )
     .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
     messages.push(Message::user(content));
-    let formatted = template::format_chat(
+    let thinking = template::thinking_prompt(version, cfg.request.thinking)?;
+    let mut formatted = template::format_chat(
         version,
         facts.model.chat_template.as_deref(),
         &messages,
         true,
     );
+    formatted.push_str(thinking.suffix);
     Ok(Prepared {
         facts,
         images,
         formatted,
         marker,
+        thinking,
     })
 }
 
@@ -385,6 +465,7 @@ pub(crate) struct Prefilled {
     load_secs: f64,
     encode_secs: Vec<f64>,
     prompt_secs: f64,
+    thinking: ThinkingPrompt,
 }
 
 /// Runs the model once; `on_event` receives the generated text as it streams and progress.
@@ -452,7 +533,8 @@ pub(crate) fn generate_and_report(
 ) -> Result<RunOutput, RunError> {
     let mut sampler =
         Sampler::new(&cfg.request.generation.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
-    let mut on_text = |s: &str| on_event(Event::Text(s));
+    let mut split = Split::new(pre.thinking);
+    let mut on_text = |s: &str| split.push(s, on_event);
     let gen = generate(
         model,
         ctx,
@@ -462,6 +544,7 @@ pub(crate) fn generate_and_report(
         cfg.request.generation.ignore_eos,
         &mut on_text,
     )?;
+    let (text, thinking) = split.finish(on_event);
     let total_secs = t_start.elapsed().as_secs_f64();
     let n_gen = gen.token_ids.len();
     let timings = Timings {
@@ -479,7 +562,8 @@ pub(crate) fn generate_and_report(
     };
     Ok(RunOutput {
         pipeline: cfg.pipeline,
-        text: gen.text,
+        text,
+        thinking,
         token_ids: gen.token_ids,
         n_prompt_tokens: pre.n_prompt_tokens,
         n_image_tokens: pre.n_image_tokens,
@@ -515,6 +599,7 @@ pub(crate) struct NativeSequence {
     n_image: usize,
     pub(crate) n_chunks: usize,
     n_layout: usize,
+    thinking: ThinkingPrompt,
 }
 
 /// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
@@ -524,14 +609,8 @@ pub(crate) fn native_sequence(
     prep: &Prepared,
     model: &Model,
 ) -> Result<NativeSequence, RunError> {
-    let info = &prep.facts.projector;
-    let style = LayoutStyle::for_minicpmv_version(info.minicpmv_version);
-    let params = SliceParams {
-        image_size: info.image_size as u32,
-        patch_size: info.patch_size as u32,
-        max_slices: cfg.request.max_slices,
-    };
-    let plans = plan_images(&prep.images, &params)?;
+    let format = prep.format(cfg.request.max_slices);
+    let plans = plan_images(&prep.images, &format)?;
     let layout = LayoutTokens::lookup(model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
     let segments = sequence::build_sequence(
@@ -539,28 +618,31 @@ pub(crate) fn native_sequence(
         &prep.formatted,
         &prep.marker,
         &plan_refs,
-        style,
+        &format,
         &layout,
     );
-    let q = info.query_num as usize;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
     for seg in &segments {
         match seg {
             Segment::Tokens(t) => n_text += t.len(),
-            Segment::Chunk { .. } => {
-                n_image += q;
+            Segment::Chunk { n_tokens, .. } => {
+                n_image += n_tokens;
                 n_chunks += 1;
             }
         }
     }
     check_fits(n_text, n_image, cfg.options.n_ctx)?;
-    let n_layout: usize = plans.iter().map(|p| n_layout_tokens(style, p.grid)).sum();
+    let n_layout: usize = plans
+        .iter()
+        .map(|p| n_layout_tokens(format.style(), p.grid))
+        .sum();
     Ok(NativeSequence {
         segments,
         n_text,
         n_image,
         n_chunks,
         n_layout,
+        thinking: prep.thinking,
     })
 }
 
@@ -627,11 +709,12 @@ pub(crate) fn encode_with(
     let mut done = 0usize;
     let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
     let mut encode_secs = Vec::with_capacity(n_chunks);
+    let format = prep.format(cfg.request.max_slices);
     for img in &prep.images {
         let emb = encode::encode_image(
             projector,
             img,
-            cfg.request.max_slices,
+            &format,
             cfg.options.n_threads,
             &mut |_, _| {},
         )?;
@@ -691,6 +774,7 @@ pub(crate) fn prefill_native<'m>(
             load_secs: enc.load_secs,
             encode_secs: enc.encode_secs,
             prompt_secs,
+            thinking: seq.thinking,
         },
     ))
 }
@@ -712,15 +796,7 @@ fn prefill_llama_cpp<'m>(
     let load_secs = t_load.elapsed().as_secs_f64();
     // mtmd slices the images itself (up to 9 slices); planning them here first gives an error
     // that names the image instead of mtmd's return code.
-    let info = &prep.facts.projector;
-    plan_images(
-        &prep.images,
-        &SliceParams {
-            image_size: info.image_size as u32,
-            patch_size: info.patch_size as u32,
-            max_slices: cfg.request.max_slices,
-        },
-    )?;
+    plan_images(&prep.images, &prep.format(cfg.request.max_slices))?;
     let rgb = mtmd_images(&prep.images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
@@ -769,6 +845,7 @@ fn prefill_llama_cpp<'m>(
             load_secs,
             encode_secs,
             prompt_secs,
+            thinking: prep.thinking,
         },
     ))
 }
@@ -776,12 +853,13 @@ fn prefill_llama_cpp<'m>(
 /// The slice plan of every image, the error naming the image that cannot be planned.
 pub(crate) fn plan_images(
     images: &[LoadedImage],
-    params: &SliceParams,
+    format: &ImageFormat,
 ) -> Result<Vec<SlicePlan>, RunError> {
     images
         .iter()
         .map(|img| {
-            plan_slices(img.width, img.height, params)
+            format
+                .plan(img.width, img.height)
                 .and_then(|plan| plan.check_resizable().map(|()| plan))
                 .map_err(|source| RunError::Slice {
                     path: img.path.clone(),

@@ -10,10 +10,9 @@ use crate::decode::prefill;
 use crate::encode::{ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::{ChunkInfo, Mtmd};
 use crate::ffi::{ClipProjector, Context, Model, SamplerParams, Token};
-use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::session::run::{mtmd_images, plan_images, prepare, run, Pipeline, RunConfig, RunError};
-use crate::vision::{preprocess, SliceParams, SlicePlan};
+use crate::vision::{preprocess, SlicePlan};
 
 /// One element of a model input sequence, comparable across pipelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -69,6 +68,11 @@ pub struct PrefillParity {
     pub logits_max_abs: f32,
     /// Both pick the same greedy token.
     pub argmax_equal: bool,
+    /// Largest absolute difference between the last-position logits of our per-chunk prefill
+    /// and of llama.cpp's own (`mtmd_helper_eval_chunk_single` / `mtmd_helper_decode_image_chunk`
+    /// on a fresh context): the same batches at the same positions (M-RoPE sections included)
+    /// give the same bits, so anything but 0 is a difference in what is fed.
+    pub llama_cpp_max_abs_diff: f32,
 }
 
 impl PrefillParity {
@@ -78,6 +82,7 @@ impl PrefillParity {
         self.argmax_equal
             && self.logits_max_abs_diff
                 <= PREFILL_LOGITS_REL_TOLERANCE * self.logits_max_abs.max(1.0)
+            && self.llama_cpp_max_abs_diff == 0.0
     }
 }
 
@@ -155,6 +160,11 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
             ref_embd.push(mtmd.encode_chunk(&chunks, i, n_embd)?);
         }
     }
+    let llama_cpp_logits = {
+        let mut ctx = Context::new(&model, cfg.options.context_params())?;
+        mtmd.eval(&mut ctx, &chunks, 0, cfg.options.effective_batch() as i32)?;
+        ctx.logits(-1).ok_or(RunError::NoLogits)?.to_vec()
+    };
     drop(mtmd);
     let sequence_llama_cpp = merge_text(infos.into_iter().map(|i| match i {
         ChunkInfo::Text(t) => SeqItem::Text(t),
@@ -162,20 +172,14 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     }));
 
     // Ours.
-    let facts = &prep.facts.projector;
-    let style = LayoutStyle::for_minicpmv_version(facts.minicpmv_version);
+    let format = prep.format(9);
     let mut projector = ClipProjector::load(
         &cfg.pair.mmproj,
         cfg.options.warmup,
         cfg.options.projector_attention,
     )?;
     let info = *projector.info();
-    let params = SliceParams {
-        image_size: info.image_size,
-        patch_size: info.patch_size,
-        max_slices: 9,
-    };
-    let plans = plan_images(&prep.images, &params)?;
+    let plans = plan_images(&prep.images, &format)?;
     let layout = LayoutTokens::lookup(&model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
     let segments = sequence::build_sequence(
@@ -183,13 +187,12 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         &prep.formatted,
         &prep.marker,
         &plan_refs,
-        style,
+        &format,
         &layout,
     );
-    let q = info.query_num as usize;
     let sequence_native = merge_text(segments.iter().map(|s| match s {
         Segment::Tokens(t) => SeqItem::Text(t.clone()),
-        Segment::Chunk { .. } => SeqItem::Image(q),
+        Segment::Chunk { n_tokens, .. } => SeqItem::Image(*n_tokens),
     }));
     let mut ours = Vec::new();
     for (img, plan) in prep.images.iter().zip(&plans) {
@@ -205,7 +208,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         }
     }
     drop(projector);
-    let prefill = compare_prefill(&cfg, &model, &segments, &plans, &ours)?;
+    let prefill = compare_prefill(&cfg, &model, (&segments, &plans, &ours), &llama_cpp_logits)?;
     drop(model);
 
     let chunk_parity: Vec<ChunkParity> = ours
@@ -258,12 +261,13 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
 
 /// Prefills `segments` (with `chunks`, the embeddings of every image in order) twice in one
 /// context, packed and per chunk, and compares the last position's logits.
+/// Our packed and per-chunk prefills of `segments` (with the embeddings `chunks` of the images
+/// planned as `plans`) against each other, and the per-chunk one against llama.cpp's logits.
 fn compare_prefill(
     cfg: &RunConfig,
     model: &Model,
-    segments: &[Segment],
-    plans: &[SlicePlan],
-    chunks: &[Vec<f32>],
+    (segments, plans, chunks): (&[Segment], &[SlicePlan], &[Vec<f32>]),
+    llama_cpp_logits: &[f32],
 ) -> Result<PrefillParity, RunError> {
     let n_embd = model.n_embd();
     let mut rest = chunks;
@@ -286,14 +290,20 @@ fn compare_prefill(
     ctx.clear_memory();
     let per_chunk = prefill::prefill_per_segment(&mut ctx, segments, &refs, n_embd, n_batch, 0)?;
     let b = ctx.logits(-1).ok_or(RunError::NoLogits)?;
+    let max_diff = |x: &[f32], y: &[f32]| {
+        if x.len() != y.len() {
+            return f32::INFINITY;
+        }
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max)
+    };
     Ok(PrefillParity {
+        llama_cpp_max_abs_diff: max_diff(b, llama_cpp_logits),
         decode_calls_packed: packed.n_decode_calls,
         decode_calls_per_chunk: per_chunk.n_decode_calls,
-        logits_max_abs_diff: a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max),
+        logits_max_abs_diff: max_diff(&a, b),
         logits_max_abs: a.iter().map(|x| x.abs()).fold(0.0, f32::max),
         argmax_equal: argmax(&a) == argmax(b),
     })

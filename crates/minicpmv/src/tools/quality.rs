@@ -37,11 +37,10 @@ use crate::ffi::{
 };
 use crate::gguf::GgufFile;
 use crate::model::inputs::{check_pair, InputError, PairFacts, ProjectorFacts};
-use crate::prompt::layout::LayoutStyle;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::session::run::{prepare, RunConfig, RunError};
 use crate::session::{Pair, RunRequest, SessionOptions};
-use crate::vision::{load_image, LoadedImage, SlicePlan};
+use crate::vision::{load_image, ImageFormat, LoadedImage, SlicePlan};
 
 /// The default number of continuation tokens.
 pub const DEFAULT_N_PREDICT: usize = 32;
@@ -365,21 +364,20 @@ fn check_projectors(
     reference: &Path,
     candidate: &Path,
 ) -> Result<(), QualityError> {
-    let diffs: Vec<String> = [
-        (
-            "clip.minicpmv_version",
-            r.minicpmv_version as u64,
-            c.minicpmv_version as u64,
-        ),
-        ("width", r.n_embd, c.n_embd),
-        ("query tokens", r.query_num, c.query_num),
-        ("image size", r.image_size, c.image_size),
-        ("patch size", r.patch_size, c.patch_size),
-    ]
-    .iter()
-    .filter(|(_, a, b)| a != b)
-    .map(|(what, a, b)| format!("{what} ({a} vs {b})"))
-    .collect();
+    let mut diffs: Vec<String> = Vec::new();
+    if r.kind != c.kind {
+        diffs.push(format!("projector ({} vs {})", r.kind, c.kind));
+    }
+    diffs.extend(
+        [
+            ("width", r.n_embd, c.n_embd),
+            ("image size", r.image_size, c.image_size),
+            ("patch size", r.patch_size, c.patch_size),
+        ]
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(what, a, b)| format!("{what} ({a} vs {b})")),
+    );
     if diffs.is_empty() {
         return Ok(());
     }
@@ -597,10 +595,9 @@ struct LmSettings {
     /// Continuation tokens per case (at least 1).
     n_predict: usize,
     n_ctx: u32,
-    /// The image layout of the reference projector's MiniCPM-V version.
-    style: LayoutStyle,
-    /// Positions one image chunk takes (the projector's query tokens).
-    query_num: usize,
+    /// The reference projector's image format (slicing, embeddings per chunk, layout); the
+    /// candidate's is checked equal.
+    format: ImageFormat,
 }
 
 impl LmSettings {
@@ -616,8 +613,7 @@ impl LmSettings {
             n_batch: cfg.n_batch.max(1) as usize,
             n_predict,
             n_ctx: cfg.n_ctx,
-            style: LayoutStyle::for_minicpmv_version(ref_facts.projector.minicpmv_version),
-            query_num: ref_facts.projector.query_num as usize,
+            format: ImageFormat::of_projector(&ref_facts.projector, cfg.max_slices),
         }
     }
 }
@@ -634,18 +630,25 @@ pub fn evaluate(
     let n_predict = cfg.n_predict.max(1);
     let prompts = format_prompts(cfg, n_predict)?;
     let images = load_images(cfg)?;
+    let settings = LmSettings::new(cfg, &ref_facts, n_predict);
+    let format = &settings.format;
     let embeddings = Embeddings {
         reference: encode_images(
             cfg,
-            Side::Reference,
-            &cfg.reference_mmproj,
+            format,
+            (Side::Reference, &cfg.reference_mmproj),
             &images,
             on_stage,
         )?,
-        candidate: encode_images(cfg, Side::Candidate, &cfg.mmproj, &images, on_stage)?,
+        candidate: encode_images(
+            cfg,
+            format,
+            (Side::Candidate, &cfg.mmproj),
+            &images,
+            on_stage,
+        )?,
     };
     let chunk_cosines = compare_projectors(&embeddings);
-    let settings = LmSettings::new(cfg, &ref_facts, n_predict);
     let cases = run_language_models(
         cfg,
         &settings,
@@ -708,8 +711,8 @@ fn load_images(cfg: &QualityConfig) -> Result<Vec<LoadedImage>, QualityError> {
 /// The projector stage of one side: loads its projector (once) and encodes every image.
 fn encode_images(
     cfg: &QualityConfig,
-    side: Side,
-    mmproj: &Path,
+    format: &ImageFormat,
+    (side, mmproj): (Side, &Path),
     images: &[LoadedImage],
     on_stage: &mut dyn FnMut(Stage),
 ) -> Result<Vec<ImageEmbeddings>, QualityError> {
@@ -717,15 +720,7 @@ fn encode_images(
     let mut projector = ClipProjector::load(mmproj, false, Default::default())?;
     let embs = images
         .iter()
-        .map(|img| {
-            encode::encode_image(
-                &mut projector,
-                img,
-                cfg.max_slices,
-                cfg.n_threads,
-                &mut |_, _| {},
-            )
-        })
+        .map(|img| encode::encode_image(&mut projector, img, format, cfg.n_threads, &mut |_, _| {}))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(embs)
 }
@@ -823,10 +818,10 @@ fn build_case(
         &prompt.text,
         &prompt.marker,
         &[&emb.plan],
-        settings.style,
+        &settings.format,
         layout,
     );
-    let n_prompt = n_positions(&segments, settings.query_num);
+    let n_prompt = sequence::n_positions(&segments);
     let n_predict = settings.n_predict;
     if n_prompt + n_predict > settings.n_ctx as usize {
         return Err(QualityError::ContextTooSmall {
@@ -858,17 +853,6 @@ fn build_case(
         baseline: Vec::new(),
         accs: [Acc::new(); 4],
     })
-}
-
-/// Positions of an input sequence: its text tokens, and `query_num` per image chunk.
-fn n_positions(segments: &[Segment], query_num: usize) -> usize {
-    segments
-        .iter()
-        .map(|s| match s {
-            Segment::Tokens(t) => t.len(),
-            Segment::Chunk { .. } => query_num,
-        })
-        .sum()
 }
 
 /// What scoring with one loaded language model reads.

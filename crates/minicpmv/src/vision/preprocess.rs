@@ -306,14 +306,24 @@ mod parity {
         (n, max)
     }
 
+    /// Our preprocessing against llama.cpp's for the resampler and for 4.6's merger at both
+    /// scale factors (mtmd's `mtmd_image_preprocessor_minicpmv`: slices in multiples of 56 or
+    /// 28, small images kept in their aspect ratio at 4x).
     #[test]
     fn preprocess_is_bit_identical_to_llama_cpp() {
-        let proj = oracle::projector();
+        for merge in [1, 4, 2] {
+            preprocess_matches(merge);
+        }
+    }
+
+    fn preprocess_matches(merge: u32) {
+        let proj = oracle::projector_for(merge);
         let info = *proj.info();
         let params = SliceParams {
             image_size: info.image_size,
             patch_size: info.patch_size,
             max_slices: 9,
+            merge: info.n_merge,
         };
         // below 448 (stretched up), 1-pixel strips, exactly 449, odd sizes, panoramic and tall,
         // the DESIGN.md sizes and a phone photo
@@ -339,12 +349,16 @@ mod parity {
             let theirs = proj
                 .llama_preprocess(w, h, &rgb)
                 .unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(theirs.len(), plan.n_chunks(), "{w}x{h}: number of images");
+            assert_eq!(
+                theirs.len(),
+                plan.n_chunks(),
+                "merge {merge} {w}x{h}: number of images"
+            );
             for (k, (o, t)) in ours.chunks().zip(&theirs).enumerate() {
                 let (n, max) = compare(o, t);
                 assert_eq!(
                     n, 0,
-                    "{w}x{h} image {k}: {n} floats differ, max |diff| {max}"
+                    "merge {merge} {w}x{h} image {k}: {n} floats differ, max |diff| {max}"
                 );
             }
         }

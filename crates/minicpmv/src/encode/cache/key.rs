@@ -143,7 +143,8 @@ fn producer() -> String {
 /// The cache key of an image's embeddings: SHA-256 of, in order, a format tag
 /// ([`FORMAT_VERSION`]), the producer (this crate's version and its GPU backend features), the
 /// image content (`image`, from [`image_digest`]), the projector identity and the slice
-/// settings that change the projector input (`image_size`, `patch_size`, `max_slices`).
+/// settings that change the projector input (`image_size`, `patch_size`, `max_slices`, and
+/// `merge` when it is not 1, so that resampler keys stay as they were).
 pub fn embd_key(image: &[u8; 32], projector: &ProjectorId, params: &SliceParams) -> EmbdKey {
     let mut h = Sha256::new();
     h.update(b"minicpmv-embd-key\0");
@@ -156,6 +157,10 @@ pub fn embd_key(image: &[u8; 32], projector: &ProjectorId, params: &SliceParams)
     h.update(params.image_size.to_le_bytes());
     h.update(params.patch_size.to_le_bytes());
     h.update(params.max_slices.to_le_bytes());
+    if params.merge != 1 {
+        h.update(b"merge");
+        h.update(params.merge.to_le_bytes());
+    }
     EmbdKey(h.finalize().into())
 }
 
@@ -182,6 +187,8 @@ mod tests {
                 patch_size: 16,
                 ..p
             },
+            SliceParams { merge: 2, ..p },
+            SliceParams { merge: 4, ..p },
         ] {
             assert_ne!(k, embd_key(&img, &pj, &q));
         }

@@ -87,8 +87,8 @@ pub struct Expected<'a> {
     pub plan: &'a SlicePlan,
     /// The language model's embedding width: the entry's `n_embd` must be equal.
     pub n_embd: usize,
-    /// Floats per chunk (embeddings per chunk x n_embd).
-    pub chunk_len: usize,
+    /// Floats of each chunk, overview first (its embeddings x n_embd).
+    pub chunk_lens: Vec<usize>,
 }
 
 impl Expected<'_> {
@@ -107,11 +107,19 @@ impl Expected<'_> {
                 self.plan.n_chunks()
             ));
         }
-        if let Some(c) = e.chunks.iter().find(|c| c.len() != self.chunk_len) {
+        if let Some((c, want)) = e
+            .chunks
+            .iter()
+            .zip(&self.chunk_lens)
+            .find(|(c, want)| c.len() != **want)
+        {
+            return Err(format!("a chunk of {} floats instead of {want}", c.len()));
+        }
+        if self.chunk_lens.len() != e.chunks.len() {
             return Err(format!(
-                "a chunk of {} floats instead of {}",
-                c.len(),
-                self.chunk_len
+                "{} chunks instead of {}",
+                e.chunks.len(),
+                self.chunk_lens.len()
             ));
         }
         Ok(())
@@ -303,7 +311,7 @@ mod fixtures {
         Expected {
             plan: &e.plan,
             n_embd: e.n_embd,
-            chunk_len: e.chunks[0].len(),
+            chunk_lens: e.chunks.iter().map(Vec::len).collect(),
         }
     }
 }
