@@ -29,6 +29,8 @@ enum State {
     /// Nothing but whitespace yet: a block may still open.
     Start,
     Thinking,
+    /// Just after the closing tag: whitespace here belongs to neither part.
+    Closed,
     Answer,
 }
 
@@ -72,10 +74,7 @@ impl ThinkSplitter {
                     Some(at) => {
                         push(&mut out, Part::Thinking, &self.pending[..at]);
                         self.pending.drain(..at + self.close.len());
-                        self.state = State::Answer;
-                        // the blank line after the tag belongs to neither part
-                        let rest = self.pending.trim_start().len();
-                        self.pending.drain(..self.pending.len() - rest);
+                        self.state = State::Closed;
                     }
                     None => {
                         let keep = partial_suffix(&self.pending, &self.close);
@@ -85,6 +84,15 @@ impl ThinkSplitter {
                         return out;
                     }
                 },
+                State::Closed => {
+                    // the blank line after the tag belongs to neither part
+                    let rest = self.pending.trim_start().len();
+                    self.pending.drain(..self.pending.len() - rest);
+                    if self.pending.is_empty() {
+                        return out;
+                    }
+                    self.state = State::Answer;
+                }
                 State::Answer => {
                     push(&mut out, Part::Answer, &self.pending);
                     self.pending.clear();
@@ -99,7 +107,7 @@ impl ThinkSplitter {
     pub fn finish(&mut self) -> Vec<(Part, String)> {
         let part = match self.state {
             State::Thinking => Part::Thinking,
-            State::Start | State::Answer => Part::Answer,
+            State::Start | State::Closed | State::Answer => Part::Answer,
         };
         let mut out = Vec::new();
         push(&mut out, part, &self.pending);

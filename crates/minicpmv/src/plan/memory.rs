@@ -86,7 +86,8 @@ pub struct Footprint {
     pub text_metadata: u64,
     /// KV cache for `n_ctx` positions, in bytes (llama.cpp's estimate).
     pub kv_cache: u64,
-    /// The language model's compute buffers for one `n_batch` batch, in bytes.
+    /// The language model's compute buffers for one `n_batch` batch, in bytes: llama.cpp's
+    /// allocation less the logits rows a run never writes ([`unwritten_logits`]).
     pub text_compute: u64,
     /// The projector's weights (vision tower and resampler), in bytes; counted in the encode
     /// phase only, and only when there are images.
@@ -354,7 +355,10 @@ pub fn footprint(
         text_token_embd_lookup_only: if tied { 0 } else { token_embd },
         text_metadata: gguf.data_offset,
         kv_cache: est.context,
-        text_compute: est.compute,
+        text_compute: est.compute.saturating_sub(unwritten_logits(
+            facts.model.n_vocab,
+            s.n_batch.min(s.n_ctx),
+        )),
         projector_weights: clip.weights,
         projector_compute: clip.compute,
         image_pixels: rgb_bytes,
@@ -363,6 +367,16 @@ pub fn footprint(
         n_image_chunks: n_chunks,
         runtime,
     })
+}
+
+/// Bytes of the logits buffer llama.cpp reserves but a run never touches. Its compute buffer is
+/// sized for a batch of `n_batch` positions that all want logits (`n_batch x n_vocab` floats),
+/// but every decode here asks for the last position's only, so the other rows' pages are never
+/// written. It matters when the vocabulary is large for the model: MiniCPM-V 4.6's 248,094
+/// entries make 508 MB of a 523 MB buffer at the default batch, and a prediction that counted
+/// them was 24% above the measured peak of the real-shape pair.
+pub fn unwritten_logits(n_vocab: u64, n_batch: u32) -> u64 {
+    u64::from(n_batch.saturating_sub(1)) * n_vocab * 4
 }
 
 /// A change of settings that makes a run fit, with its prediction.

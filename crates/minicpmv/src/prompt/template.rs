@@ -234,6 +234,33 @@ mod tests {
     use super::*;
     use crate::model::family::MEDIA_MARKER;
 
+    /// Each version's thinking switches as models/*.toml states them (4.5: Qwen3's
+    /// enable_thinking; 4.6: separate Instruct and Thinking checkpoints).
+    #[test]
+    fn thinking_prompts_follow_each_checkpoint() {
+        let p = |v, w| thinking_prompt(v, w).map(|t| (t.suffix, t.on, t.opened));
+        let block = "<think>\n\n</think>\n\n";
+        assert_eq!(p(Version::V2_6, None), Ok(("", false, false)));
+        assert_eq!(p(Version::V2_6, Some(false)), Ok(("", false, false)));
+        assert!(matches!(
+            p(Version::V2_6, Some(true)),
+            Err(ThinkingError::NoThinking { .. })
+        ));
+        assert_eq!(p(Version::V4_5, None), Ok(("", true, false)));
+        assert_eq!(p(Version::V4_5, Some(false)), Ok((block, false, false)));
+        assert_eq!(p(Version::V4_6, None), Ok((block, false, false)));
+        let e = thinking_prompt(Version::V4_6, Some(true)).unwrap_err();
+        assert!(e.to_string().contains("MiniCPM-V 4.6 cannot think"), "{e}");
+        assert_eq!(
+            p(Version::V4_6Thinking, None),
+            Ok(("<think>\n", true, true))
+        );
+        assert_eq!(
+            p(Version::V4_6Thinking, Some(false)),
+            Ok((block, false, false))
+        );
+    }
+
     fn system(content: &str) -> Message {
         Message {
             role: Role::System,
