@@ -37,7 +37,10 @@ struct Report {
     /// "language_model", "projector" or "unknown".
     kind: &'static str,
     architecture: Option<String>,
-    /// MiniCPM-V version this file belongs to, when the file says (projectors do).
+    /// `clip.projector_type` of a projector (`resampler` when absent, as llama.cpp reads
+    /// MiniCPM-V files; `minicpmv4_6` for 4.6's merger).
+    projector_type: Option<String>,
+    /// `clip.minicpmv_version` of a resampler projector (2 when absent, as llama.cpp).
     minicpmv_version: Option<i64>,
     model_family: Option<String>,
     name: Option<String>,
@@ -109,18 +112,30 @@ fn build(f: &GgufFile) -> Report {
         e.bytes += t.n_bytes;
     }
     let tokens = f.get_str_array("tokenizer.ggml.tokens");
+    let projector_type = (kind == "projector").then(|| {
+        f.get_str("clip.projector_type")
+            .unwrap_or(family::RESAMPLER_TYPE)
+            .to_string()
+    });
+    // 4.6's merger has no clip.minicpmv_version; its type names the version
+    let merger_version = projector_type
+        .as_deref()
+        .and_then(Version::from_projector_type);
     let minicpmv_version = match kind {
-        "projector" => Some(f.get_i64("clip.minicpmv_version").unwrap_or(2)),
+        "projector" if merger_version.is_none() => {
+            Some(f.get_i64("clip.minicpmv_version").unwrap_or(2))
+        }
         _ => None,
     };
-    let model_family = minicpmv_version
-        .and_then(Version::from_minicpmv_version)
+    let model_family = merger_version
+        .or_else(|| minicpmv_version.and_then(Version::from_minicpmv_version))
         .map(|v| family::spec(v).name.clone());
     Report {
         file: f.path.clone(),
         file_size: f.file_size,
         kind,
         architecture: f.architecture().map(str::to_string),
+        projector_type,
         minicpmv_version,
         model_family,
         name: f.get_str("general.name").map(str::to_string),
@@ -169,6 +184,13 @@ fn render_text(r: &Report) -> String {
     if let Some(v) = r.minicpmv_version {
         let fam = r.model_family.as_deref().unwrap_or("unknown to this tool");
         let _ = writeln!(s, "MiniCPM-V:     version {v} ({fam})");
+    } else if let (Some(t), Some(fam)) = (&r.projector_type, &r.model_family) {
+        let scale = r
+            .hparams
+            .get("clip.vision.projector.scale_factor")
+            .map(|f| format!(", scale factor {f}"))
+            .unwrap_or_default();
+        let _ = writeln!(s, "MiniCPM-V:     {fam} ({t}{scale})");
     }
     let _ = writeln!(
         s,
