@@ -17,14 +17,14 @@ use super::output::human_bytes;
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Language model GGUF. Without -m and --mmproj: the default model, MiniCPM-V 2.6 Q4_K_M
+    /// Language model GGUF. Without -m and --mmproj: the default model, MiniCPM-V 4.6 Q4_K_M
     /// with its mmproj, downloaded into the cache on first use (see `minicpmv pull`).
     #[arg(short = 'm', long, value_name = "MODEL.gguf", requires = "mmproj")]
     pub model: Option<PathBuf>,
     /// Vision projector GGUF (mmproj) that belongs to the language model.
     #[arg(long, value_name = "MMPROJ.gguf", requires = "model")]
     pub mmproj: Option<PathBuf>,
-    /// Use a tiny synthetic MiniCPM-V 2.6 pair (random weights: the text is noise), generated
+    /// Use a tiny synthetic MiniCPM-V 4.6 pair (random weights: the text is noise), generated
     /// on the fly, to try the whole pipeline without downloading anything.
     #[arg(long, conflicts_with_all = ["model", "mmproj"])]
     pub demo: bool,
@@ -42,7 +42,7 @@ impl ModelArgs {
             _ if self.demo => {
                 let (m, p) = super::synth::demo_pair()?;
                 crate::note!(
-                    "note: --demo: using a tiny synthetic MiniCPM-V 2.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for another model.",
+                    "note: --demo: using a tiny synthetic MiniCPM-V 4.6 pair with random weights ({}); its text is noise. Pass -m MODEL.gguf --mmproj MMPROJ.gguf for another model.",
                     m.parent().map(|d| d.display().to_string()).unwrap_or_default()
                 );
                 Ok((m, p, true))

@@ -16,11 +16,15 @@ use minicpmv_hub::{
     DEFAULT_ENDPOINT, DEFAULT_QUANT, DEFAULT_REPO,
 };
 
+use minicpmv::model::family::{self, Version};
+
 use super::output::show_progress;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
-    /// Hugging Face repository (OWNER/NAME) holding GGUF language models and an mmproj.
+    /// A MiniCPM-V version (2.5, 2.6, o2.6, 4.0, 4.5, o4.5, 4.6, 4.6-thinking: its openbmb GGUF
+    /// repository), or a Hugging Face repository (OWNER/NAME) holding GGUF language models and
+    /// an mmproj. Default: MiniCPM-V 4.6.
     #[arg(default_value = DEFAULT_REPO)]
     pub repo: String,
     /// Quantization of the language model: the part of its file name that names it
@@ -40,7 +44,18 @@ pub struct PullArgs {
 }
 
 /// What the default pair is called in messages.
-const DEFAULT_LABEL: &str = "MiniCPM-V 2.6 Q4_K_M";
+const DEFAULT_LABEL: &str = "MiniCPM-V 4.6 Q4_K_M";
+
+/// The repository `pull` reads for `arg`: a version's short name (`4.6`, `o2.6`, ...; any case)
+/// maps to its official GGUF repository (models/*.toml, `[download] gguf_repo`); anything else
+/// is taken as OWNER/NAME.
+pub fn resolve_repo(arg: &str) -> Result<Repo, PullError> {
+    let short = arg.trim().to_ascii_lowercase();
+    match short.parse::<Version>() {
+        Ok(v) => Repo::parse(&family::spec(v).download.gguf_repo),
+        Err(_) => Repo::parse(arg),
+    }
+}
 
 pub fn main(args: PullArgs) -> Result<()> {
     let cache = Cache::new(&super::synth::home_dir()?);
@@ -85,7 +100,7 @@ fn pull_pair(
     cache: &Cache,
     progress: &mut BarProgress,
 ) -> Result<Pair, PullError> {
-    let repo = Repo::parse(&args.repo)?;
+    let repo = resolve_repo(&args.repo)?;
     if offline(args.offline) {
         return cached(cache, &repo, &args.quant, progress);
     }
@@ -132,7 +147,7 @@ fn gb(bytes: u64) -> String {
     }
 }
 
-/// The default pair (MiniCPM-V 2.6 Q4_K_M): from the cache when it is there (no network),
+/// The default pair (MiniCPM-V 4.6 Q4_K_M, the edge model): from the cache when it is there (no network),
 /// else downloaded after asking on a terminal (a note on stderr when stdin is not one).
 pub fn default_pair(offline_flag: bool) -> Result<Pair> {
     let repo = Repo::parse(DEFAULT_REPO)?;
@@ -245,7 +260,10 @@ fn hint(err: &PullError, caller: Caller) -> Option<String> {
             "the endpoint comes from HF_ENDPOINT: unset it for {DEFAULT_ENDPOINT}, or give an http:// or https:// URL"
         ),
         PullError::BadRepo(_) if caller == Caller::Pull => {
-            format!("the repository is the argument of `minicpmv pull`, e.g. `minicpmv pull {DEFAULT_REPO}`")
+            format!(
+                "give a version ({}) or a repository as OWNER/NAME, e.g. `minicpmv pull {DEFAULT_REPO}`",
+                Version::ALL.map(|v| v.id()).join(", ")
+            )
         }
         PullError::QuantNotFound { .. } if caller == Caller::Pull => {
             "choose one of the available quants with --quant".into()
@@ -373,6 +391,26 @@ impl Drop for BarProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_names_map_to_each_versions_gguf_repository() {
+        for v in Version::ALL {
+            let repo = resolve_repo(v.id()).expect("repo");
+            assert_eq!(repo.to_string(), family::spec(v).download.gguf_repo, "{v}");
+        }
+        assert_eq!(
+            resolve_repo("4.6").unwrap().to_string(),
+            "openbmb/MiniCPM-V-4.6-gguf"
+        );
+        assert_eq!(
+            resolve_repo("4.6-Thinking").unwrap().to_string(),
+            "openbmb/MiniCPM-V-4.6-Thinking-gguf"
+        );
+        assert_eq!(resolve_repo("a/b").unwrap().to_string(), "a/b");
+        assert!(resolve_repo("9.9").is_err());
+        // the default is 4.6's repository, as models/minicpm-v4.6.toml names it
+        assert_eq!(DEFAULT_REPO, family::spec(Version::V4_6).download.gguf_repo);
+    }
 
     #[test]
     fn pull_args_name_only_what_differs_from_the_defaults() {

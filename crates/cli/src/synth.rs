@@ -98,14 +98,14 @@ pub fn home_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/minicpmv"))
 }
 
-/// The tiny synthetic MiniCPM-V 2.6 pair used when `run` gets no model: written once into the
-/// cache folder (each file atomically), reused afterwards.
+/// The tiny synthetic MiniCPM-V 4.6 pair of `--demo` (the default model's version): written
+/// once into the cache folder (each file atomically), reused afterwards.
 pub fn demo_pair() -> Result<(PathBuf, PathBuf)> {
-    let dir = home_dir()?.join("synthetic/minicpm-v2.6-tiny-f16-seed0");
+    let dir = home_dir()?.join("synthetic/minicpm-v4.6-tiny-f16-seed0");
     let (model, mmproj) = (dir.join("model.gguf"), dir.join("mmproj.gguf"));
     if !(model.is_file() && mmproj.is_file()) {
         let opts = SynthOptions {
-            version: Version::V2_6,
+            version: Version::V4_6,
             scale: Scale::Tiny,
             out_dir: dir.clone(),
             dtype: WeightType::F16,

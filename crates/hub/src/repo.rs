@@ -11,7 +11,7 @@ use crate::cache::LISTING_FILE;
 use crate::PullError;
 
 /// The default model repository: MiniCPM-V 2.6 as GGUF files, by its authors.
-pub const DEFAULT_REPO: &str = "openbmb/MiniCPM-V-2_6-gguf";
+pub const DEFAULT_REPO: &str = "openbmb/MiniCPM-V-4.6-gguf";
 /// Hugging Face. (Callers may take another endpoint from `HF_ENDPOINT`, as `huggingface_hub`
 /// does; this crate reads no environment variable.)
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -203,8 +203,8 @@ mod tests {
     #[test]
     fn repository_names() {
         let r = repo();
-        assert_eq!(r.to_string(), "openbmb/MiniCPM-V-2_6-gguf");
-        assert_eq!(r.dir_name(), "openbmb--MiniCPM-V-2_6-gguf");
+        assert_eq!(r.to_string(), "openbmb/MiniCPM-V-4.6-gguf");
+        assert_eq!(r.dir_name(), "openbmb--MiniCPM-V-4.6-gguf");
         for bad in [
             "", "openbmb", "/x", "x/", "a/b/c", "../x", "a/..", "a b/c", "a/-x", "a/b?c",
         ] {
@@ -218,15 +218,15 @@ mod tests {
         let e = normalize_endpoint("https://huggingface.co/").unwrap();
         assert_eq!(
             tree_url(&e, &r),
-            "https://huggingface.co/api/models/openbmb/MiniCPM-V-2_6-gguf/tree/main"
+            "https://huggingface.co/api/models/openbmb/MiniCPM-V-4.6-gguf/tree/main"
         );
         assert_eq!(
             resolve_url(&e, &r, "ggml-model-Q4_K_M.gguf"),
-            "https://huggingface.co/openbmb/MiniCPM-V-2_6-gguf/resolve/main/ggml-model-Q4_K_M.gguf"
+            "https://huggingface.co/openbmb/MiniCPM-V-4.6-gguf/resolve/main/ggml-model-Q4_K_M.gguf"
         );
         assert_eq!(
             resolve_url("http://127.0.0.1:8080", &r, "a b+c.gguf"),
-            "http://127.0.0.1:8080/openbmb/MiniCPM-V-2_6-gguf/resolve/main/a%20b%2Bc.gguf"
+            "http://127.0.0.1:8080/openbmb/MiniCPM-V-4.6-gguf/resolve/main/a%20b%2Bc.gguf"
         );
         for bad in ["", "huggingface.co", "ftp://x", "https://", "http:// x"] {
             assert!(normalize_endpoint(bad).is_err(), "{bad:?}");

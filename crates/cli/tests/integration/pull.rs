@@ -1,8 +1,9 @@
 //! `minicpmv pull` and the default model of `run`, against a small HTTP/1.1 server on
 //! 127.0.0.1 that serves the Hugging Face URL layout (`HF_ENDPOINT` points at it): the tree
 //! listing with sha256s, `resolve` URLs that redirect to the file bytes, byte ranges, and
-//! failure modes (a connection cut after N bytes, wrong bytes). The "repository" holds a tiny
-//! synthetic 2.6 pair under the real file names. Nothing here leaves the machine.
+//! failure modes (a connection cut after N bytes, wrong bytes). The default "repository"
+//! (4.6's) holds a tiny synthetic 4.6 pair, and 2.6's a tiny 2.6 pair, under the usual file
+//! names. Nothing here leaves the machine.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -18,7 +19,10 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{image, minicpmv_env, tiny_pair, work_dir, Run};
 
-const REPO: &str = "openbmb/MiniCPM-V-2_6-gguf";
+/// The default model's repository (`minicpmv pull` with no argument, `pull 4.6`).
+const REPO: &str = "openbmb/MiniCPM-V-4.6-gguf";
+/// Another version's repository (`pull 2.6`).
+const REPO_2_6: &str = "openbmb/MiniCPM-V-2_6-gguf";
 const MODEL: &str = "ggml-model-Q4_K_M.gguf";
 const MMPROJ: &str = "mmproj-model-f16.gguf";
 
@@ -39,6 +43,7 @@ struct Request {
 }
 
 struct State {
+    /// Files by `REPOSITORY/NAME`.
     files: BTreeMap<String, Vec<u8>>,
     mode: Mode,
     requests: Vec<Request>,
@@ -53,18 +58,20 @@ struct Hub {
 }
 
 impl Hub {
-    /// Serves `REPO` with the tiny 2.6 pair as the Q4_K_M model and its mmproj, plus a Q8_0
-    /// model and non-GGUF files.
+    /// Serves `REPO` with the tiny 4.6 pair as the Q4_K_M model and its mmproj, plus a Q8_0
+    /// model and non-GGUF files; and `REPO_2_6` with the tiny 2.6 pair.
     fn start() -> Hub {
-        let (model, mmproj) = tiny_pair("2.6");
-        let model = std::fs::read(model).expect("read tiny model");
-        let mmproj = std::fs::read(mmproj).expect("read tiny mmproj");
         let mut files = BTreeMap::new();
-        let mut q8 = model.clone();
-        q8.reverse();
-        files.insert("ggml-model-Q8_0.gguf".to_string(), q8);
-        files.insert(MODEL.to_string(), model);
-        files.insert(MMPROJ.to_string(), mmproj);
+        for (repo, version) in [(REPO, "4.6"), (REPO_2_6, "2.6")] {
+            let (model, mmproj) = tiny_pair(version);
+            let model = std::fs::read(model).expect("read tiny model");
+            let mmproj = std::fs::read(mmproj).expect("read tiny mmproj");
+            let mut q8 = model.clone();
+            q8.reverse();
+            files.insert(format!("{repo}/ggml-model-Q8_0.gguf"), q8);
+            files.insert(format!("{repo}/{MODEL}"), model);
+            files.insert(format!("{repo}/{MMPROJ}"), mmproj);
+        }
         let state = Arc::new(Mutex::new(State {
             files,
             mode: Mode::Normal,
@@ -107,7 +114,7 @@ impl Hub {
     }
 
     fn file(&self, name: &str) -> Vec<u8> {
-        self.lock().files[name].clone()
+        self.lock().files[&format!("{REPO}/{name}")].clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -181,14 +188,20 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         (s.files.clone(), s.mode)
     };
     let mut out = stream;
-    let tree = format!("/api/models/{REPO}/tree/main");
-    let resolve = format!("/{REPO}/resolve/main/");
-    if path == tree {
+    let listed = path
+        .strip_prefix("/api/models/")
+        .and_then(|p| p.strip_suffix("/tree/main"))
+        .map(|repo| format!("{repo}/"))
+        .filter(|prefix| files.keys().any(|k| k.starts_with(prefix)));
+    if let Some(prefix) = listed {
         let mut entries = vec![
             r#"{"type":"file","oid":"0123","size":1519,"path":".gitattributes"}"#.to_string(),
             r#"{"type":"file","oid":"4567","size":12,"path":"README.md"}"#.to_string(),
         ];
-        for (name, bytes) in &files {
+        for (name, bytes) in files
+            .iter()
+            .filter_map(|(k, b)| Some((k.strip_prefix(&prefix)?, b)))
+        {
             entries.push(format!(
                 r#"{{"type":"file","oid":"89ab","size":{n},"path":"{name}","lfs":{{"oid":"{sha}","size":{n},"pointerSize":135}}}}"#,
                 n = bytes.len(),
@@ -203,10 +216,14 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
             body.as_bytes(),
         );
     }
-    if let Some(name) = path.strip_prefix(&resolve) {
-        if files.contains_key(name) {
+    if let Some((repo, name)) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once("/resolve/main/"))
+    {
+        let key = format!("{repo}/{name}");
+        if files.contains_key(&key) {
             // As the hub does: resolve redirects to where the bytes are.
-            let location = format!("/lfs-store/{name}");
+            let location = format!("/lfs-store/{key}");
             return respond(&mut out, "302 Found", &[("Location", &location)], b"");
         }
     }
@@ -289,7 +306,7 @@ fn home(name: &str) -> PathBuf {
 }
 
 fn repo_dir(home: &Path) -> PathBuf {
-    home.join("models/openbmb--MiniCPM-V-2_6-gguf")
+    home.join("models/openbmb--MiniCPM-V-4.6-gguf")
 }
 
 /// Every file under `dir`, recursively (none when it does not exist).
@@ -311,7 +328,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn file_requests(hub: &Hub, name: &str) -> Vec<Request> {
     hub.requests()
         .into_iter()
-        .filter(|r| r.path == format!("/lfs-store/{name}"))
+        .filter(|r| r.path == format!("/lfs-store/{REPO}/{name}"))
         .collect()
 }
 
@@ -468,7 +485,7 @@ fn an_unreachable_endpoint_fails_fast_with_a_clear_error() {
         ],
     )
     .fails_with(&[
-        "cannot reach http://127.0.0.1:1/api/models/openbmb/MiniCPM-V-2_6-gguf/tree/main",
+        "cannot reach http://127.0.0.1:1/api/models/openbmb/MiniCPM-V-4.6-gguf/tree/main",
         "HF_ENDPOINT",
     ]);
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
@@ -569,4 +586,27 @@ fn run_without_a_model_pulls_the_default_pair_once_then_works_offline() {
     // online with the pair in the cache: no request either
     hub.run(&home, args, &[]).ok();
     assert_eq!(hub.requests().len(), before);
+}
+
+#[test]
+fn versions_have_short_names_that_pull_their_own_repository() {
+    let hub = Hub::start();
+    let home = home("short-names");
+    // `pull 2.6` reads 2.6's listing and selects from it, as for any repository
+    let j = hub.run(&home, ["pull", "2.6", "--json"], &[]).ok().json();
+    assert_eq!(j["repo"], REPO_2_6, "{j}");
+    let dir = home.join("models/openbmb--MiniCPM-V-2_6-gguf");
+    assert!(dir.join(MODEL).is_file() && dir.join(MMPROJ).is_file());
+    // `pull 4.6` is the default pair
+    let j = hub.run(&home, ["pull", "4.6", "--json"], &[]).ok().json();
+    assert_eq!(j["repo"], REPO, "{j}");
+    assert!(repo_dir(&home).join(MODEL).is_file());
+    // a version whose repository the hub lacks: the mapped name is in the error
+    hub.run(&home, ["pull", "4.6-thinking"], &[]).fails_with(&[
+        "/api/models/openbmb/MiniCPM-V-4.6-Thinking-gguf/tree/main",
+        "HTTP 404",
+    ]);
+    // neither a version nor OWNER/NAME: the versions are listed
+    hub.run(&home, ["pull", "9.9"], &[])
+        .fails_with(&["\"9.9\"", "4.6-thinking", "OWNER/NAME"]);
 }

@@ -140,5 +140,5 @@ fn run_with_demo_uses_the_synthetic_pair_and_says_so() {
         "0",
     ])
     .ok();
-    assert!(r.stderr.contains("synthetic"), "{}", r.stderr);
+    assert!(r.stderr.contains("synthetic MiniCPM-V 4.6"), "{}", r.stderr);
 }
