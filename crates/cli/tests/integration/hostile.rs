@@ -2110,3 +2110,112 @@ fn a_full_stderr_does_not_panic() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
     }
 }
+
+/// MiniCPM-V 4.6's own values: the Qwen3.5 hybrid's keys and tensors, and the merger
+/// projector's scale factor, window-attention layer and shapes. Each one llama.cpp would assert
+/// on (or read out of bounds with) is refused by name before it loads.
+fn edge_model_mutations() -> Vec<(&'static str, Vec<Edit>, &'static str)> {
+    use Edit::*;
+    use MetaValue as V;
+    vec![
+        (
+            "interval-0",
+            vec![Set("{arch}.full_attention_interval", V::U32(0))],
+            "full_attention_interval",
+        ),
+        (
+            "conv-f16",
+            vec![TensorType("blk.0.ssm_conv1d.weight", GgmlType::F16)],
+            "blk.0.ssm_conv1d.weight",
+        ),
+        ("no-ssm_a", vec![Drop("blk.1.ssm_a")], "blk.1.ssm_a"),
+        (
+            "gated-q-unhalved",
+            vec![TensorDims("blk.3.attn_q.weight", vec![128, 64])],
+            "blk.3.attn_q.weight",
+        ),
+        (
+            "state-0",
+            vec![Set("{arch}.ssm.state_size", V::U32(0))],
+            "ssm.state_size",
+        ),
+    ]
+}
+
+fn edge_mmproj_mutations() -> Vec<(&'static str, Vec<Edit>, &'static str)> {
+    use Edit::*;
+    use MetaValue as V;
+    vec![
+        (
+            "scale-3",
+            vec![Set("clip.vision.projector.scale_factor", V::U32(3))],
+            "scale_factor",
+        ),
+        (
+            "scale-f32",
+            vec![Set("clip.vision.projector.scale_factor", V::F32(4.0))],
+            "scale_factor",
+        ),
+        (
+            "wa-layer-past-the-tower",
+            vec![Set(
+                "clip.vision.wa_layer_indexes",
+                V::Array(MetaArray::I32(vec![99])),
+            )],
+            "wa_layer_indexes",
+        ),
+        (
+            "no-vit-merger",
+            vec![Drop("v.vit_merger.attn_q.weight")],
+            "v.vit_merger.attn_q.weight",
+        ),
+        (
+            "down-shape",
+            // the output width is read from the weight, so its bias is the one found wrong
+            vec![TensorDims("mm.down.weight", vec![128, 64])],
+            "mm.down.",
+        ),
+        (
+            "image-size-not-aligned",
+            vec![Set("clip.vision.image_size", V::U32(420))],
+            "image_size",
+        ),
+    ]
+}
+
+#[test]
+fn edge_model_values_are_refused_by_name() {
+    let mut cases = Vec::new();
+    for version in ["4.6", "4.6-thinking"] {
+        let (model, mmproj) = tiny_pair(version);
+        for (label, edits, needle) in edge_model_mutations() {
+            let bad = remix(&model, &format!("m{version}-{label}.gguf"), &edits);
+            let p = s(&bad);
+            cases.push(Case::error(
+                format!("{version} model {label}: run"),
+                run_args(&bad, &mmproj),
+                &[&p, needle],
+            ));
+            cases.push(Case::error(
+                format!("{version} model {label}: plan"),
+                plan_args(&bad, &mmproj),
+                &[&p, needle],
+            ));
+        }
+        for (label, edits, needle) in edge_mmproj_mutations() {
+            let bad = remix(&mmproj, &format!("p{version}-{label}.gguf"), &edits);
+            let p = s(&bad);
+            cases.push(Case::error(
+                format!("{version} mmproj {label}: run"),
+                run_args(&model, &bad),
+                &[&p, needle],
+            ));
+            cases.push(Case::error(
+                format!("{version} mmproj {label}: plan"),
+                plan_args(&model, &bad),
+                &[&p, needle],
+            ));
+        }
+    }
+    assert_eq!(run_all(&cases), 2 * 2 * (5 + 6));
+}
