@@ -7,7 +7,7 @@ from pathlib import Path
 from .util import die
 
 # Text type x projector type per MiniCPM-V version. The first is the headline configuration.
-FULL_CONFIGS = ["2.6:Q4_K_M:F16", "2.6:Q8_0:Q8_0", "4.0:Q4_K_M:F16"]
+FULL_CONFIGS = ["2.6:Q4_K_M:F16", "2.6:Q8_0:Q8_0", "4.0:Q4_K_M:F16", "4.6:Q4_K_M:F16"]
 QUICK_CONFIGS = ["2.6:Q4_K_M:F16"]
 DEFAULT_PROMPT = "Describe this image in detail."
 
