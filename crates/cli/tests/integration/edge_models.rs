@@ -221,3 +221,46 @@ fn the_4x_projector_matches_llama_cpp() {
         crate::parity::check_packed_prefill(&j, &what);
     }
 }
+
+#[test]
+fn chat_turns_of_a_thinking_model_carry_their_reasoning_apart() {
+    let (model, mmproj) = tiny_pair("4.6-thinking");
+    let img = image(300, 200);
+    let turns = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "chat".to_string(),
+            "-m".into(),
+            model.display().to_string(),
+            "--mmproj".into(),
+            mmproj.display().to_string(),
+            "-n".into(),
+            "8".into(),
+            "--temp".into(),
+            "0".into(),
+            "-t".into(),
+            "2".into(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let script = format!("/image {}\nWhat is it?\nAnd now?\n", img.display());
+        let r = crate::harness::minicpmv_with_stdin(&args, &script).ok();
+        r.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("JSON turn"))
+            .collect()
+    };
+    let on = turns(&[]);
+    assert_eq!(on.len(), 2);
+    for t in &on {
+        assert!(t["thinking"].is_string(), "{t}");
+        assert!(t["text"].is_string(), "{t}");
+    }
+    let off = turns(&["--no-think"]);
+    assert_eq!(off.len(), 2);
+    for t in &off {
+        assert!(t.get("thinking").is_none(), "{t}");
+    }
+    // the empty block makes every turn's prompt longer than with the block opened
+    assert!(off[0]["n_prompt_positions"].as_u64() > on[0]["n_prompt_positions"].as_u64());
+}
