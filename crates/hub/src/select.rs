@@ -18,8 +18,17 @@ fn is_gguf(f: &RepoFile) -> bool {
     f.path.to_ascii_lowercase().ends_with(".gguf")
 }
 
+/// A projector file: `mmproj*.gguf` as llama.cpp's converters name them, or a name with a
+/// `vision` part, as OpenBMB's omni toolchain names MiniCPM-o 4.5's
+/// (`MiniCPM-o-4_5-vision-F16.gguf`, its llama.cpp cookbook).
 fn is_mmproj(f: &RepoFile) -> bool {
-    is_gguf(f) && f.path.to_ascii_lowercase().starts_with("mmproj")
+    let name = f.path.to_ascii_lowercase();
+    is_gguf(f)
+        && (name.starts_with("mmproj")
+            || name
+                .trim_end_matches(".gguf")
+                .split(['-', '_', '.'])
+                .any(|part| part == "mmproj" || part == "vision"))
 }
 
 /// The quant part of a language-model file name: what follows the last `-` or `.` before
@@ -34,9 +43,10 @@ pub fn quant_of(file: &str) -> &str {
 
 /// Chooses the language model for `quant` and the projector from a listing.
 ///
-/// The language model is the `.gguf` whose name contains `quant` (case-insensitive) and does
-/// not start with `mmproj`; when several do, the one whose [`quant_of`] is `quant` exactly.
-/// The projector is the `.gguf` starting with `mmproj`, the `f16` one when there are several.
+/// The language model is the `.gguf` whose name contains `quant` (case-insensitive) and is not
+/// a projector; when several do, the one whose [`quant_of`] is `quant` exactly. The projector
+/// is the `.gguf` named as one (`mmproj*`, or a `vision` part), the `f16` one when there are
+/// several.
 pub fn select(files: &[RepoFile], repo: &Repo, quant: &str) -> Result<PairFiles, PullError> {
     Ok(PairFiles {
         model: choose_model(files, repo, quant)?,
@@ -169,6 +179,26 @@ mod tests {
         assert_eq!(
             select(&l, &repo(), "f16").unwrap().model.path,
             "ggml-model-F16.gguf"
+        );
+    }
+
+    /// MiniCPM-o 4.5's repository names its projector without "mmproj" (OpenBMB's cookbook,
+    /// deployment/llama.cpp/minicpm-o4_5_llamacpp.md).
+    #[test]
+    fn a_projector_named_vision_is_the_projector() {
+        let l = vec![
+            file("MiniCPM-o-4_5-Q4_K_M.gguf", 1),
+            file("MiniCPM-o-4_5-Q8_0.gguf", 2),
+            file("MiniCPM-o-4_5-F16.gguf", 3),
+            file("MiniCPM-o-4_5-vision-F16.gguf", 4),
+        ];
+        let p = select(&l, &repo(), "Q4_K_M").unwrap();
+        assert_eq!(p.model.path, "MiniCPM-o-4_5-Q4_K_M.gguf");
+        assert_eq!(p.mmproj.path, "MiniCPM-o-4_5-vision-F16.gguf");
+        // the F16 language model is not taken for the projector, nor the projector for it
+        assert_eq!(
+            select(&l, &repo(), "F16").unwrap().model.path,
+            "MiniCPM-o-4_5-F16.gguf"
         );
     }
 
