@@ -57,17 +57,7 @@ pub(super) fn plan_model(
             &format!("{a}.rope.dimension_count"),
             MetaValue::U32(d.head_dim()),
         ),
-        TextArch::Qwen3 => {
-            kv(
-                &format!("{a}.attention.key_length"),
-                MetaValue::U32(d.head_dim()),
-            );
-            kv(
-                &format!("{a}.attention.value_length"),
-                MetaValue::U32(d.head_dim()),
-            );
-        }
-        TextArch::Qwen35 => {
+        TextArch::Qwen3 | TextArch::Qwen35 => {
             kv(
                 &format!("{a}.attention.key_length"),
                 MetaValue::U32(d.head_dim()),
