@@ -3,7 +3,8 @@
 
 use crate::harness::{image, minicpmv, tiny_pair, work_dir};
 
-fn run_json(model: &str, mmproj: &str, img: &str, extra: &[&str]) -> serde_json::Value {
+/// `run` on a pair with a fixed prompt, greedy, 8 tokens, 2 threads, then `extra`.
+fn run_args<'a>(model: &'a str, mmproj: &'a str, img: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "run",
         "-m",
@@ -20,9 +21,14 @@ fn run_json(model: &str, mmproj: &str, img: &str, extra: &[&str]) -> serde_json:
         "0",
         "-t",
         "2",
-        "--json",
     ];
     args.extend_from_slice(extra);
+    args
+}
+
+fn run_json(model: &str, mmproj: &str, img: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = run_args(model, mmproj, img, extra);
+    args.push("--json");
     minicpmv(args).ok().json()
 }
 
@@ -157,23 +163,7 @@ fn thinking_is_split_off_and_switched_as_each_model_allows() {
     assert_eq!(plain["token_ids"], off26["token_ids"]);
 
     // streamed: the reasoning goes to stderr between markers, stdout holds the answer alone
-    let mut a: Vec<&str> = vec![
-        "run",
-        &mt,
-        "--mmproj",
-        &pt,
-        "--image",
-        img,
-        "-p",
-        "What is it?",
-        "-n",
-        "8",
-        "--temp",
-        "0",
-        "-t",
-        "2",
-    ];
-    a.insert(1, "-m");
+    let mut a = run_args(&mt, &pt, img, &[]);
     let streamed = minicpmv(&a).ok();
     assert_eq!(
         streamed.stdout.trim_end_matches('\n'),

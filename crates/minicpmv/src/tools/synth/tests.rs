@@ -4,27 +4,6 @@ use super::*;
 use crate::gguf::{GgufFile, MetaArray};
 use crate::model::family::TextArch;
 
-fn meta_type(v: &MetaValue) -> &'static str {
-    match v {
-        MetaValue::U8(_) => "u8",
-        MetaValue::I8(_) => "i8",
-        MetaValue::U16(_) => "u16",
-        MetaValue::I16(_) => "i16",
-        MetaValue::U32(_) => "u32",
-        MetaValue::I32(_) => "i32",
-        MetaValue::F32(_) => "f32",
-        MetaValue::Bool(_) => "bool",
-        MetaValue::String(_) => "string",
-        MetaValue::U64(_) => "u64",
-        MetaValue::I64(_) => "i64",
-        MetaValue::F64(_) => "f64",
-        MetaValue::Array(MetaArray::F32(_)) => "[f32]",
-        MetaValue::Array(MetaArray::I32(_)) => "[i32]",
-        MetaValue::Array(MetaArray::String(_)) => "[string]",
-        MetaValue::Array(_) => "[other]",
-    }
-}
-
 /// Keys and the value types llama.cpp reads them with (clip.cpp get_u32/get_i32/get_f32/
 /// get_bool/get_arr_f32; llama-model-loader get_key).
 const MMPROJ_KEYS: [(&str, &str); 16] = [
@@ -41,8 +20,8 @@ const MMPROJ_KEYS: [(&str, &str); 16] = [
     ("clip.vision.projection_dim", "u32"),
     ("clip.vision.attention.head_count", "u32"),
     ("clip.vision.attention.layer_norm_epsilon", "f32"),
-    ("clip.vision.image_mean", "[f32]"),
-    ("clip.vision.image_std", "[f32]"),
+    ("clip.vision.image_mean", "array[f32]"),
+    ("clip.vision.image_std", "array[f32]"),
     ("general.name", "string"),
 ];
 
@@ -65,9 +44,9 @@ fn text_keys(arch: &str) -> Vec<(String, &'static str)> {
         ("general.file_type", "u32"),
         ("tokenizer.ggml.model", "string"),
         ("tokenizer.ggml.pre", "string"),
-        ("tokenizer.ggml.tokens", "[string]"),
-        ("tokenizer.ggml.token_type", "[i32]"),
-        ("tokenizer.ggml.merges", "[string]"),
+        ("tokenizer.ggml.tokens", "array[string]"),
+        ("tokenizer.ggml.token_type", "array[i32]"),
+        ("tokenizer.ggml.merges", "array[string]"),
         ("tokenizer.ggml.bos_token_id", "u32"),
         ("tokenizer.ggml.eos_token_id", "u32"),
         ("tokenizer.ggml.eot_token_id", "u32"),
@@ -85,7 +64,7 @@ fn check_types(file: &GgufFile, keys: &[(String, &'static str)]) {
         let v = file
             .get(k)
             .unwrap_or_else(|| panic!("{}: missing {k}", file.path.display()));
-        assert_eq!(meta_type(v), *ty, "{}: {k}", file.path.display());
+        assert_eq!(v.type_name(), *ty, "{}: {k}", file.path.display());
     }
 }
 
