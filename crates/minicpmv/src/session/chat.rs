@@ -14,7 +14,13 @@
 //! Images already in the KV cache are not encoded again; images needed again (after
 //! [`ChatSession::reset`], attached once more, or behind a divergence) come from the embedding
 //! cache, and only a miss calls the projector, which is loaded on first use.
+//!
+//! A server hands each request's whole conversation to [`ChatSession::answer`] instead: the
+//! same comparison then reuses the KV prefix a request shares with the one before it (the
+//! system message and template, or the whole earlier conversation when it is continued), and
+//! the embedding cache serves images seen in any earlier request.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,13 +37,15 @@ use crate::encode::{self, ImageEmbeddings, NativeError};
 use crate::ffi::mtmd::default_marker;
 use crate::ffi::{ClipError, ClipProjector, Context, DecodeError, Model, Sampler, Token};
 use crate::model::family::Version;
-use crate::model::inputs::PairFacts;
+use crate::model::inputs::{PairFacts, ProjectorFacts};
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message, Role, ThinkingPrompt};
 use crate::session::options::{Generation, SessionOptions, DEFAULT_MAX_SLICES};
 use crate::session::run::{history_message, Event, HistoryMessage, RunError, Split};
 use crate::session::Pair;
-use crate::vision::{load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan};
+use crate::vision::{
+    decode_image, load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan,
+};
 
 /// One line a user types in a chat (`minicpmv chat`), parsed: a message, or a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,9 +215,21 @@ pub enum ChatError {
         /// The image file.
         path: PathBuf,
     },
-    /// [`ChatSession::ask`] with an empty text and no attached image.
+    /// [`ChatSession::ask`] with an empty text and no attached image, or
+    /// [`ChatSession::answer`] with no message.
     #[error("an empty message and no image: nothing to ask")]
     Nothing,
+    /// [`ChatSession::answer`] with a slice cap outside 1..=9.
+    #[error("max_slices is {0}; it must be 1 to 9")]
+    MaxSlices(u32),
+    /// [`ChatSession::answer`] with a conversation whose last message is not the user's.
+    #[error(
+        "the last message is the {role}'s; a conversation to answer must end with a user message"
+    )]
+    LastNotUser {
+        /// The last message's role.
+        role: &'static str,
+    },
     /// llama.cpp returned no sampler chain for [`Generation::sampling`].
     #[error("could not create the sampler")]
     Sampler,
@@ -219,10 +239,22 @@ pub enum ChatError {
     Sampling(#[from] crate::ffi::SamplingError),
 }
 
+/// Where an image of the conversation is read again when its embeddings must be computed
+/// again and its pixels are gone.
+#[derive(Debug, Clone)]
+enum ImageSource {
+    /// A file ([`ChatSession::attach_image`]).
+    File,
+    /// Encoded bytes held in memory ([`ChatSession::answer`]).
+    Bytes(Arc<[u8]>),
+}
+
 /// An image of the conversation.
 #[derive(Debug, Clone)]
 struct ChatImage {
+    /// The file, or the name of an image given as bytes (for messages).
     path: PathBuf,
+    source: ImageSource,
     /// SHA-256 of the decoded pixels (to check a reloaded file).
     digest: [u8; 32],
     key: EmbdKey,
@@ -330,6 +362,75 @@ pub struct TurnOutput {
     pub timings: TurnTimings,
 }
 
+/// An image given as its encoded bytes (PNG, JPEG, ...), e.g. an upload.
+#[derive(Debug, Clone)]
+pub struct ImageBytes {
+    /// What errors call it: a request field such as `messages[0].content[1]`.
+    pub name: String,
+    /// The encoded image.
+    pub bytes: Arc<[u8]>,
+}
+
+/// One message of a whole conversation given to [`ChatSession::answer`].
+#[derive(Debug, Clone)]
+pub struct ConversationMessage {
+    /// Who said it.
+    pub role: Role,
+    /// What was said (image markers are placed as for [`ChatSession::ask`]).
+    pub text: String,
+    /// Images attached to it; only user messages may have images.
+    pub images: Vec<ImageBytes>,
+}
+
+/// The settings of one [`ChatSession::answer`]: they replace the chat's own for that answer
+/// and the ones after it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AnswerSettings {
+    /// Length and sampling of the answer.
+    pub generation: Generation,
+    /// Slices per image at most (1..=9), for every image of the conversation.
+    pub max_slices: u32,
+    /// Whether a thinking model reasons first; `None`: the model's default.
+    pub thinking: Option<bool>,
+}
+
+impl AnswerSettings {
+    /// The settings with `generation`, the default slice cap and the model's thinking default.
+    pub fn new(generation: Generation) -> AnswerSettings {
+        AnswerSettings {
+            generation,
+            max_slices: DEFAULT_MAX_SLICES,
+            thinking: None,
+        }
+    }
+
+    /// Slices per image at most.
+    pub fn max_slices(mut self, n: u32) -> Self {
+        self.max_slices = n;
+        self
+    }
+
+    /// Thinking on or off for a thinking model; `None`: the model's default.
+    pub fn thinking(mut self, thinking: Option<bool>) -> Self {
+        self.thinking = thinking;
+        self
+    }
+}
+
+/// What decoding an image given as bytes found, kept so that the next request with the same
+/// bytes needs no decode unless its embeddings must be computed.
+#[derive(Debug, Clone, Copy)]
+struct DecodedImage {
+    digest: [u8; 32],
+    width: u32,
+    height: u32,
+}
+
+/// Images given as bytes remembered by [`ChatSession::answer`] (by the SHA-256 of their
+/// bytes); the map is emptied when it reaches this size.
+const MAX_DECODED_IMAGES: usize = 4096;
+
 /// A conversation with a loaded model, made by [`crate::Session::chat`]. See the module docs.
 pub struct ChatSession<'m> {
     model: &'m Model,
@@ -349,6 +450,10 @@ pub struct ChatSession<'m> {
     /// What the KV cache holds, position by position.
     kv: Vec<Pos>,
     turn: usize,
+    /// The projector's facts, to make the image format when the slice cap changes.
+    projector_facts: ProjectorFacts,
+    /// Images given as bytes, by the SHA-256 of their bytes ([`ChatSession::answer`]).
+    decoded: HashMap<[u8; 32], DecodedImage>,
 }
 
 impl std::fmt::Debug for ChatSession<'_> {
@@ -414,29 +519,99 @@ impl<'m> ChatSession<'m> {
             turn: 0,
             cfg,
             thinking,
+            projector_facts: info.clone(),
+            decoded: HashMap::new(),
         })
     }
 
     /// Attaches an image to the next question. The file is loaded and checked now.
     pub fn attach_image(&mut self, path: &Path) -> Result<(), ChatError> {
         let img = load_image(path, self.options.max_image_pixels)?;
-        let format = &self.encoder.format;
-        let plan = format
-            .plan(img.width, img.height)
-            .and_then(|plan| plan.check_resizable().map(|()| plan))
-            .map_err(|source| ChatError::Slice {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let plan = self.plan_image(path, img.width, img.height)?;
         let digest = image_digest(&img);
         self.pending.push(ChatImage {
             path: path.to_path_buf(),
+            source: ImageSource::File,
             digest,
-            key: embd_key(&digest, &self.encoder.projector_id, &format.slicing),
+            key: self.key_of(&digest),
             plan,
             pixels: Some(img),
         });
         Ok(())
+    }
+
+    /// The slice plan of an image of this size in the chat's format.
+    fn plan_image(&self, path: &Path, width: u32, height: u32) -> Result<SlicePlan, ChatError> {
+        self.encoder
+            .format
+            .plan(width, height)
+            .and_then(|plan| plan.check_resizable().map(|()| plan))
+            .map_err(|source| ChatError::Slice {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// The embedding-cache key of the image with these pixels, in the chat's format.
+    fn key_of(&self, digest: &[u8; 32]) -> EmbdKey {
+        embd_key(
+            digest,
+            &self.encoder.projector_id,
+            &self.encoder.format.slicing,
+        )
+    }
+
+    /// An image given as bytes, made ready for a turn: decoded only if these bytes were not
+    /// seen before (their pixels are then kept for the turn's encode).
+    fn image_from_bytes(&mut self, im: &ImageBytes) -> Result<ChatImage, ChatError> {
+        use sha2::{Digest, Sha256};
+        let name = PathBuf::from(&im.name);
+        let id: [u8; 32] = Sha256::digest(&im.bytes).into();
+        let (known, pixels) = match self.decoded.get(&id) {
+            Some(&known) => (known, None),
+            None => {
+                let img = decode_image(&im.bytes, &name, self.options.max_image_pixels)?;
+                let known = DecodedImage {
+                    digest: image_digest(&img),
+                    width: img.width,
+                    height: img.height,
+                };
+                if self.decoded.len() >= MAX_DECODED_IMAGES {
+                    self.decoded.clear();
+                }
+                self.decoded.insert(id, known);
+                (known, Some(img))
+            }
+        };
+        Ok(ChatImage {
+            plan: self.plan_image(&name, known.width, known.height)?,
+            key: self.key_of(&known.digest),
+            path: name,
+            source: ImageSource::Bytes(Arc::clone(&im.bytes)),
+            digest: known.digest,
+            pixels,
+        })
+    }
+
+    /// The messages of a conversation given whole, their images made ready.
+    fn messages_from(
+        &mut self,
+        conversation: &[ConversationMessage],
+    ) -> Result<Vec<ChatMessage>, ChatError> {
+        let mut out = Vec::with_capacity(conversation.len());
+        for m in conversation {
+            let images = m
+                .images
+                .iter()
+                .map(|im| self.image_from_bytes(im))
+                .collect::<Result<_, _>>()?;
+            out.push(ChatMessage {
+                role: m.role,
+                text: m.text.clone(),
+                images,
+            });
+        }
+        Ok(out)
     }
 
     /// Images attached for the next question.
@@ -561,6 +736,55 @@ impl<'m> ChatSession<'m> {
             cache_misses: fetched.misses,
             timings,
         })
+    }
+
+    /// Answers the last message of a conversation given whole (a server request). The
+    /// conversation replaces this chat's history and attached images, and `settings` its
+    /// generation, slice cap and thinking mode; then the turn runs as in
+    /// [`ChatSession::ask_until`]: the KV cache keeps what it shares with the new conversation
+    /// and images come from the KV cache, the embedding cache or the projector. A system
+    /// message configured in [`ChatConfig::system`] still comes first; a server leaves it unset
+    /// and passes `system` messages in the conversation.
+    pub fn answer(
+        &mut self,
+        conversation: &[ConversationMessage],
+        settings: &AnswerSettings,
+        on_event: &mut dyn FnMut(Event<'_>),
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<TurnOutput, ChatError> {
+        let (last, earlier) = conversation.split_last().ok_or(ChatError::Nothing)?;
+        if last.role != Role::User {
+            return Err(ChatError::LastNotUser {
+                role: last.role.as_str(),
+            });
+        }
+        if !(1..=DEFAULT_MAX_SLICES).contains(&settings.max_slices) {
+            return Err(ChatError::MaxSlices(settings.max_slices));
+        }
+        settings.generation.sampling.check()?;
+        self.thinking = template::thinking_prompt(self.version, settings.thinking)?;
+        self.cfg.thinking = settings.thinking;
+        self.cfg.generation = settings.generation;
+        if settings.max_slices != self.cfg.max_slices {
+            self.cfg.max_slices = settings.max_slices;
+            self.encoder.format =
+                ImageFormat::of_projector(&self.projector_facts, settings.max_slices);
+        }
+        let history = self.messages_from(earlier)?;
+        let pending = self
+            .messages_from(std::slice::from_ref(last))?
+            .remove(0)
+            .images;
+        self.history = history;
+        self.pending = pending;
+        self.turn = earlier.iter().filter(|m| m.role == Role::User).count();
+        let out = self.ask_until(&last.text, on_event, cancel);
+        // The pixels decoded for this turn are not kept: the bytes are, to decode again.
+        self.pending.clear();
+        for im in self.history.iter_mut().flat_map(|m| &mut m.images) {
+            im.pixels = None;
+        }
+        out
     }
 
     /// The whole conversation with `user` as its next message, formatted with the chat
@@ -855,7 +1079,10 @@ fn encode_chat_image(
     let pixels = match &im.pixels {
         Some(p) => p,
         None => {
-            reloaded = load_image(&im.path, options.max_image_pixels)?;
+            reloaded = match &im.source {
+                ImageSource::File => load_image(&im.path, options.max_image_pixels)?,
+                ImageSource::Bytes(b) => decode_image(b, &im.path, options.max_image_pixels)?,
+            };
             if image_digest(&reloaded) != im.digest {
                 return Err(ChatError::ImageChanged {
                     path: im.path.clone(),
