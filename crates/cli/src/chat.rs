@@ -15,18 +15,13 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
-use minicpmv::encode::cache::{CacheConfig, CacheStats};
+use minicpmv::encode::cache::CacheStats;
 use minicpmv::session::chat::{ChatConfig, ChatLine, ChatSession, TurnOutput};
 use minicpmv::session::run::Event;
 use minicpmv::Pair;
 
-use super::common::{GenerationArgs, ModelArgs};
+use super::common::{CacheArgs, GenerationArgs, ModelArgs};
 use super::output::{show_progress, EncodeProgress, Stdout, ThinkingOutput};
-
-/// Default of `--embd-cache-max-mb`.
-const DEFAULT_DISK_MB: f64 = 1024.0;
-/// Default of `--embd-cache-mem-mb`.
-const DEFAULT_MEM_MB: f64 = 512.0;
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
@@ -43,33 +38,14 @@ pub struct ChatArgs {
     /// Run llama.cpp's projector warm-up when the projector is loaded.
     #[arg(long)]
     pub warmup: bool,
-    /// Keep image embeddings in this folder too, so that a later session on the same image
-    /// (same projector and --max-slices) makes no projector call.
-    #[arg(long, value_name = "DIR")]
-    pub embd_cache: Option<PathBuf>,
-    /// Size bound of the --embd-cache folder in MiB; least recently used files go first.
-    #[arg(long, value_name = "MB", default_value_t = DEFAULT_DISK_MB, value_parser = non_negative_mb)]
-    pub embd_cache_max_mb: f64,
-    /// Size bound of the in-memory embedding cache in MiB (0 disables it).
-    #[arg(long, value_name = "MB", default_value_t = DEFAULT_MEM_MB, value_parser = non_negative_mb)]
-    pub embd_cache_mem_mb: f64,
+    #[command(flatten)]
+    pub cache: CacheArgs,
     /// One JSON object per turn on stdout (JSON lines) instead of streamed text.
     #[arg(long)]
     pub json: bool,
     /// No per-turn statistics on stderr.
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-fn non_negative_mb(s: &str) -> std::result::Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("{s:?} is not a size in MiB (a number >= 0)")),
-    }
-}
-
-fn mib_to_bytes(mb: f64) -> u64 {
-    (mb * 1024.0 * 1024.0) as u64
 }
 
 #[derive(Serialize)]
@@ -189,11 +165,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
         .thinking(gen.thinking())
         .generation(gen.generation())
         .max_slices(gen.memory.max_slices)
-        .cache(CacheConfig {
-            mem_max_bytes: mib_to_bytes(args.embd_cache_mem_mb),
-            dir: args.embd_cache.clone(),
-            disk_max_bytes: mib_to_bytes(args.embd_cache_max_mb),
-        });
+        .cache(args.cache.config());
     if let Some(system) = &args.system {
         config = config.system(system);
     }

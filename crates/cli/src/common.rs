@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
+use minicpmv::encode::cache::CacheConfig;
 use minicpmv::session::options;
 
 use minicpmv::ffi::repack::Repack;
@@ -300,6 +301,47 @@ impl GenerationArgs {
         );
         true
     }
+}
+
+/// Default of `--embd-cache-max-mb`.
+const DEFAULT_DISK_MB: f64 = 1024.0;
+/// Default of `--embd-cache-mem-mb`.
+const DEFAULT_MEM_MB: f64 = 512.0;
+
+/// The image-embedding cache of `chat` and `serve`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Keep image embeddings in this folder too, so that a later session on the same image
+    /// (same projector and --max-slices) makes no projector call.
+    #[arg(long, value_name = "DIR")]
+    pub embd_cache: Option<PathBuf>,
+    /// Size bound of the --embd-cache folder in MiB; least recently used files go first.
+    #[arg(long, value_name = "MB", default_value_t = DEFAULT_DISK_MB, value_parser = non_negative_mb)]
+    pub embd_cache_max_mb: f64,
+    /// Size bound of the in-memory embedding cache in MiB (0 disables it).
+    #[arg(long, value_name = "MB", default_value_t = DEFAULT_MEM_MB, value_parser = non_negative_mb)]
+    pub embd_cache_mem_mb: f64,
+}
+
+impl CacheArgs {
+    pub fn config(&self) -> CacheConfig {
+        CacheConfig {
+            mem_max_bytes: mib_to_bytes(self.embd_cache_mem_mb),
+            dir: self.embd_cache.clone(),
+            disk_max_bytes: mib_to_bytes(self.embd_cache_max_mb),
+        }
+    }
+}
+
+fn non_negative_mb(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a size in MiB (a number >= 0)")),
+    }
+}
+
+fn mib_to_bytes(mb: f64) -> u64 {
+    (mb * 1024.0 * 1024.0) as u64
 }
 
 /// Longest prompt file read (16 MiB): far more text than any context holds.

@@ -17,6 +17,7 @@ mod pull;
 mod quality;
 mod quantize;
 mod run;
+mod serve;
 mod slice_plan;
 mod synth;
 
@@ -62,6 +63,9 @@ enum Command {
     /// the memory available now, and the settings that would make it fit. Exit code 1 when it
     /// does not fit.
     Plan(plan::PlanArgs),
+    /// Serve the model over HTTP: OpenAI's /v1/chat/completions and Ollama's /api/chat,
+    /// /api/generate (images as base64), with /health and Prometheus /metrics.
+    Serve(serve::ServeArgs),
     /// Download a language model + mmproj pair from Hugging Face into the cache (default:
     /// MiniCPM-V 2.6 Q4_K_M), resuming partial files and checking sha256.
     Pull(pull::PullArgs),
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::SlicePlan(args) => slice_plan::main(args),
         Command::Quality(args) => quality::main(args),
         Command::Pull(args) => pull::main(args),
+        Command::Serve(args) => serve::main(args),
         Command::Plan(args) => match plan::main(args) {
             Ok(false) => return ExitCode::from(1),
             other => other.map(|_| ()),

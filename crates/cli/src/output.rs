@@ -25,11 +25,30 @@ pub fn init_logger(verbose: bool) {
     }
 }
 
+/// Whether the server's own informational messages (one line per request, clients that went
+/// away) are shown without `-v`.
+static SERVER_LOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Shows the server's informational messages (`minicpmv serve`): its access log.
+pub fn enable_server_log() {
+    SERVER_LOG.store(true, std::sync::atomic::Ordering::Relaxed);
+    if log::max_level() < log::LevelFilter::Info {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
 struct StderrLogger;
 
 impl log::Log for StderrLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        let level = metadata.level();
+        if level == log::Level::Info
+            && log::max_level() == log::LevelFilter::Info
+            && SERVER_LOG.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return metadata.target().starts_with("minicpmv_server");
+        }
+        level <= log::max_level()
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -165,6 +165,7 @@ where
         "http_proxy",
         "https_proxy",
         "all_proxy",
+        "MINICPMV_API_KEY",
     ] {
         cmd.env_remove(var);
     }

@@ -17,4 +17,5 @@ mod pull;
 mod quality;
 mod quantize;
 mod run_versions;
+mod serve;
 mod slice_plan;
