@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description="Benchmark minicpmv against llama.cpp's llama-mtmd-cli (see docs/BENCHMARKS.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", action="store_true",
+                    help="only the server section: `minicpmv serve` against llama-cpp-python's server on "
+                         "the headline pair (default 2.6:Q4_K_M:F16), output docs/benchmarks/server/ "
+                         "(see benchlib/server.py)")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="--server: rounds, each starting both servers afresh in alternating order (default 2)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny synthetic 2.6 pair, small image, -n 8, 1 pair, output to a temp folder: "
                          "checks the whole script in seconds (figures meaningless)")
@@ -345,13 +351,38 @@ def render_only(out_dir: Path) -> None:
 # Main
 
 
+def server_section(a: argparse.Namespace, plan: BenchPlan) -> None:
+    """`--server`: ours builds unless --no-build; theirs is llama-cpp-python, installed by pip."""
+    from .machine import git
+    from .server import run_server_bench
+    if not a.no_build:
+        run_checked(["cargo", "build", "--release", "--manifest-path", ROOT / "Cargo.toml"],
+                    "cargo build --release")
+    prepare_models(a.ours_bin, [plan.headline], plan.folders, plan.scale, a.threads, a.keep_f16)
+    out = a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / "server")
+    c = plan.headline
+    try:
+        result = run_server_bench(a.ours_bin, c.model, c.mmproj, out, plan.logs, a.rounds, a.threads,
+                                  a.ctx, a.n_predict if a.n_predict else 16, a.timeout,
+                                  git("rev-parse", "--short=12", "HEAD"), plan.scale)
+    except RuntimeError as e:
+        die(f"server bench: {e}")
+    log(f"wrote {out}/results.md and results.json")
+    print((out / "results.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.render:
         render_only((a.out or DOCS_OUT).resolve())
         return
+    n_predict_given = a.n_predict
     apply_defaults(a)
     plan = make_plan(a)
+    if a.server:
+        a.n_predict = n_predict_given
+        server_section(a, plan)
+        return
     their_bin = build_programs(a)
     has_low_mem, do_lowmem = low_mem_support(a)
     facts, bw = measure_machine(a)
