@@ -39,7 +39,10 @@ def ours_server_argv(bin_path: Path, model: Path, mmproj: Path, port: int, threa
 def theirs_server_argv(model: Path, mmproj: Path, port: int, threads: int, ctx: int) -> list[str]:
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--clip_model_path", str(mmproj),
             "--chat_format", "minicpm-v-2.6", "--host", "127.0.0.1", "--port", str(port),
-            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx)]
+            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", str(ctx),
+            # Its default (True) ends a streamed answer after its first chunk as soon as another
+            # request waits: under concurrency most answers would be lost, not served.
+            "--interrupt_requests", "False"]
 
 
 def image_sizes(n: int) -> list[tuple[int, int]]:
@@ -184,7 +187,8 @@ METRICS = [  # key, label, better
     ("second_ttft_s", "time to first token, second question about the same image", "lower"),
 ] + [(f"ttft_{n}", f"time to first token, median of {n} concurrent client{'s' if n > 1 else ''}", "lower")
      for n in LEVELS] + [(f"tput_{n}", f"throughput, {n} concurrent client{'s' if n > 1 else ''} (tok/s)", "higher")
-                         for n in LEVELS] + [("peak_rss_mib", "peak RSS (MiB)", "lower"), ("tokens", "tokens per answer, median", None)]
+                         for n in LEVELS] + [("peak_rss_mib", "peak RSS (MiB)", "lower"), ("tokens", "tokens per answer, median", None),
+       ("delivered", "answers with at least one token, share", "higher")]
 
 
 def flat(r: dict) -> dict:
@@ -192,6 +196,7 @@ def flat(r: dict) -> dict:
     out = {k: r.get(k) for k in ("load_s", "first_ttft_s", "second_ttft_s", "peak_rss_mib")}
     answers = [r["first"], r["second"]] + [c for lv in r["levels"].values() for c in lv["clients"]]
     out["tokens"] = median(a["tokens"] for a in answers)
+    out["delivered"] = sum(1 for a in answers if a["tokens"] > 0) / len(answers)
     for n in LEVELS:
         lv = r["levels"].get(str(n)) or {}
         out[f"ttft_{n}"] = lv.get("ttft_median_s")

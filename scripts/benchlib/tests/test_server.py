@@ -1,8 +1,10 @@
 """The server section's pure parts: reading streamed chunks, the images, the summary and its
 table (the live part, two servers, runs in `scripts/bench --server`)."""
 import unittest
+from pathlib import Path
 
-from benchlib.server import METRICS, content_of, image_sizes, render, request_body, summarize
+from benchlib.server import (METRICS, content_of, image_sizes, render, request_body, summarize,
+                             theirs_server_argv)
 
 
 def round_of(side: str, rnd: int, scale: float) -> dict:
@@ -30,6 +32,10 @@ class TestServerBench(unittest.TestCase):
     def test_only_ours_is_asked_to_ignore_the_end_of_text(self):
         self.assertTrue(request_body("AA==", "q", 16, True)["ignore_eos"])
         self.assertNotIn("ignore_eos", request_body("AA==", "q", 16, False))
+
+    def test_theirs_serves_every_request_instead_of_interrupting(self):
+        argv = theirs_server_argv(Path("m.gguf"), Path("p.gguf"), 1, 2, 4096)
+        self.assertEqual(argv[argv.index("--interrupt_requests") + 1], "False")
         self.assertTrue(request_body("AA==", "q", 16, False)["stream"])
 
     def test_ratios_are_per_round_ours_over_theirs(self):
@@ -40,6 +46,7 @@ class TestServerBench(unittest.TestCase):
         self.assertEqual(s["tput_4"]["ratios"], [2.0, 4.0])
         self.assertEqual(s["load_s"]["ours"], 0.5)
         self.assertEqual(s["tokens"]["ratios"], [1.0, 1.0])
+        self.assertEqual(s["delivered"]["ours"], 1.0)
         self.assertEqual(set(s), {k for k, _, _ in METRICS})
         table = render({"date": "d", "commit": "c", "summary": s, "settings": {
             "scale": "real", "model": "m.gguf", "mmproj": "p.gguf", "threads": 2, "ctx": 4096,

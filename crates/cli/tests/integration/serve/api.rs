@@ -295,3 +295,27 @@ fn stop_strings_end_the_answer_before_them() {
         .collect();
     assert_eq!(text, cut);
 }
+
+#[test]
+fn low_mem_serving_and_interleaved_images_give_the_answers_run_gives() {
+    let pair = tiny_pair("2.6");
+    let (a, b) = (image(448, 448), image(640, 320));
+    let server = Server::start(&pair, &["--low-mem"]);
+    // --low-mem: the projector is loaded for each encode and freed; the answers do not change.
+    let r = post(server.addr, "/v1/chat/completions", &chat_body("Describe it.", &[&a], 8));
+    assert_eq!(answer_text(&r), cli_answer(&pair, "Describe it.", &[&a], 8));
+    // Images between texts stand where they were sent: as markers in the prompt, which
+    // `minicpmv run` takes the same way.
+    let mut body = chat_body("", &[], 8);
+    body["messages"][0]["content"] = json!([
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": super::data_uri(&a)}},
+        {"type": "text", "text": "with"},
+        {"type": "image_url", "image_url": {"url": super::data_uri(&b)}},
+    ]);
+    let r = post(server.addr, "/v1/chat/completions", &body);
+    let m = minicpmv::ffi::mtmd::default_marker();
+    let prompt = format!("Compare\n{m}\nwith\n{m}");
+    assert_eq!(answer_text(&r), cli_answer(&pair, &prompt, &[&a, &b], 8));
+    assert_eq!(r.json()["timings"]["image_cache_hits"], 1, "{}", r.text());
+}
