@@ -302,7 +302,11 @@ fn low_mem_serving_and_interleaved_images_give_the_answers_run_gives() {
     let (a, b) = (image(448, 448), image(640, 320));
     let server = Server::start(&pair, &["--low-mem"]);
     // --low-mem: the projector is loaded for each encode and freed; the answers do not change.
-    let r = post(server.addr, "/v1/chat/completions", &chat_body("Describe it.", &[&a], 8));
+    let r = post(
+        server.addr,
+        "/v1/chat/completions",
+        &chat_body("Describe it.", &[&a], 8),
+    );
     assert_eq!(answer_text(&r), cli_answer(&pair, "Describe it.", &[&a], 8));
     // Images between texts stand where they were sent: as markers in the prompt, which
     // `minicpmv run` takes the same way.
