@@ -308,6 +308,45 @@ pub struct ModelSpec {
     pub text: Scaled<TextDims>,
     /// Vision tower and projector dimensions.
     pub vision: Scaled<VisionDims>,
+    /// How the reference samples and lays out a video.
+    pub video: VideoSpec,
+}
+
+/// How a version's reference takes a video: which frames ([`FrameRule`], sampled by
+/// [`crate::vision::video`]), how many slices per frame, and what stands between frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoSpec {
+    /// Which frames are taken.
+    pub frames: FrameRule,
+    /// Slices per frame at most (`max_slice_nums` of the reference's video example).
+    pub max_slices: u32,
+    /// The text between one frame's image block and the next.
+    pub separator: String,
+}
+
+/// A version's rule for the frames of a video and its limits; the module docs of
+/// [`crate::vision::video`] cite each rule's reference.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FrameRule {
+    /// Every `round(fps)`-th frame, at most `max_frames` (mid-bin subsampled): 2.6.
+    Stride {
+        /// The cap (2.6: 64).
+        max_frames: usize,
+    },
+    /// `choose_fps` per second, uniform over all frames, at most `max_frames`: 4.5.
+    Uniform {
+        /// Frames per second wanted (4.5's card: 5).
+        choose_fps: f64,
+        /// The cap (4.5: 180).
+        max_frames: usize,
+    },
+    /// One frame per second from 0 s, at most `max_frames`: 4.6.
+    PerSecond {
+        /// The cap (4.6: 128).
+        max_frames: usize,
+    },
 }
 
 /// `clip.projector_type` of the MiniCPM-V resampler (2.5 to 4.5, o4.5).

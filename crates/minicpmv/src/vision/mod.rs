@@ -10,6 +10,7 @@ mod load;
 mod preprocess;
 pub mod resize;
 mod slice;
+pub mod video;
 
 pub use format::ImageFormat;
 pub use load::{
