@@ -1,8 +1,8 @@
 //! Which frames of a video a MiniCPM-V version looks at: each version's reference sampler,
 //! applied to a frame count and a rate (pure; the decoding that feeds it is elsewhere).
 //!
-//! The rules, as their reference code has them (testdata/video_sampling.py runs that code and
-//! wrote the golden indices the tests compare with):
+//! The rules, as their reference code has them (docs/video-reference.md quotes it;
+//! testdata/video_sampling.py runs it and wrote the golden indices the tests compare with):
 //! - [`FrameRule::Stride`]: MiniCPM-V 2.6's model card (`encode_video`), also MiniCPM-o 2.6's:
 //!   every `round(fps)`-th frame from frame 0 (about one per second; Python rounds half to
 //!   even), and when that is more than the cap, `uniform_sample` keeps the middle of each of

@@ -128,15 +128,29 @@ impl Server {
 
     /// Polls the metric `name` until `ok(value)` (bounded).
     pub fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let mut last = f64::NAN;
+        self.wait_until(name, |m| {
+            last = m.get(name).copied().unwrap_or(f64::NAN);
+            ok(last)
+        });
+        last
+    }
+
+    /// Polls `/metrics` until `ok(metrics)` (bounded); `what` names the wait in a failure.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        mut ok: impl FnMut(&std::collections::HashMap<String, f64>) -> bool,
+    ) {
         let t = Instant::now();
         loop {
-            let v = self.metrics().get(name).copied().unwrap_or(f64::NAN);
-            if ok(v) {
-                return v;
+            let m = self.metrics();
+            if ok(&m) {
+                return;
             }
             assert!(
                 t.elapsed() < PATIENCE,
-                "{name} stayed at {v}: {}",
+                "waited for {what}: {m:?}\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
