@@ -23,7 +23,10 @@
 //! of 0; a 4.5 video under 0.1 s, which asks for 0 frames), we take a step of 1 and at least one
 //! frame.
 
+mod source;
+
 pub use crate::model::family::FrameRule;
+pub use source::{Animation, FrameFolder, FrameSource, VideoError, MAX_SOURCE_FRAMES};
 
 /// A video's frame count and rate, as its container states them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -205,7 +208,7 @@ mod tests {
     }
 
     fn golden() -> Vec<Golden> {
-        serde_json::from_str(include_str!("testdata/video_sampling.json")).unwrap()
+        serde_json::from_str(include_str!("../testdata/video_sampling.json")).unwrap()
     }
 
     #[test]
