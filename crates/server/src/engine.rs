@@ -136,6 +136,13 @@ pub struct Engine {
     max_queue: usize,
 }
 
+/// A started engine: its handle, the news of its model load, and its thread.
+pub type Started = (
+    Engine,
+    oneshot::Receiver<Result<Loaded, String>>,
+    JoinHandle<()>,
+);
+
 /// How the engine loads and runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -152,15 +159,12 @@ pub struct EngineConfig {
 impl Engine {
     /// Starts the engine thread, which loads the pair and then serves. `loaded` hears whether
     /// loading worked; `abort` (set after the shutdown grace period) stops the running answer.
+    /// Fails only when the operating system cannot start a thread.
     pub fn start(
         config: EngineConfig,
         metrics: Arc<Metrics>,
         abort: Arc<AtomicBool>,
-    ) -> (
-        Engine,
-        oneshot::Receiver<Result<Loaded, String>>,
-        JoinHandle<()>,
-    ) {
+    ) -> std::io::Result<Started> {
         let (queue, jobs) = sync_channel(config.max_queue);
         let (loaded_tx, loaded) = oneshot::channel();
         let state = Arc::new(AtomicU8::new(State::Loading as u8));
@@ -175,9 +179,8 @@ impl Engine {
             .spawn(move || {
                 engine_main(config, jobs, &metrics, &abort, &state, loaded_tx);
                 state.store(State::Stopped as u8, Ordering::SeqCst);
-            })
-            .expect("spawning the engine thread");
-        (engine, loaded, thread)
+            })?;
+        Ok((engine, loaded, thread))
     }
 
     /// An engine with no thread, stuck in `state`, and its queue's receiving end (tests of the

@@ -285,7 +285,8 @@ pub async fn serve(
         max_queue: config.max_queue,
     };
     let (engine, loaded_rx, engine_thread) =
-        Engine::start(engine_config, Arc::clone(&metrics), Arc::clone(&abort));
+        Engine::start(engine_config, Arc::clone(&metrics), Arc::clone(&abort))
+            .map_err(ServeError::Io)?;
     let grace = config.shutdown_grace;
     let app = AppState {
         config: Arc::new(config),

@@ -154,41 +154,42 @@ impl Knobs {
         };
         let d = &config.defaults;
         let mut s: SamplerParams = d.sampling;
-        if let Some(t) = in_range(
-            names,
-            "temperature",
-            self.temperature,
-            |v| v >= 0.0,
-            "0 or more",
-        )? {
-            s.temperature = t;
-        }
-        if let Some(p) = in_range(
-            names,
-            "top_p",
-            self.top_p,
-            |v| (0.0..=1.0).contains(&v),
-            "from 0 to 1",
-        )? {
-            s.top_p = p;
-        }
-        if let Some(p) = in_range(
-            names,
-            "min_p",
-            self.min_p,
-            |v| (0.0..=1.0).contains(&v),
-            "from 0 to 1",
-        )? {
-            s.min_p = p;
-        }
-        if let Some(p) = in_range(
-            names,
-            "repeat_penalty",
-            self.repeat_penalty,
-            |v| v > 0.0,
-            "above 0",
-        )? {
-            s.repeat_penalty = p;
+        // The float settings: field, value given, valid range (as a test and in words), target.
+        type Check = fn(f64) -> bool;
+        let floats: [(&str, Option<f64>, Check, &str, &mut f32); 4] = [
+            (
+                "temperature",
+                self.temperature,
+                |v| v >= 0.0,
+                "0 or more",
+                &mut s.temperature,
+            ),
+            (
+                "top_p",
+                self.top_p,
+                |v| (0.0..=1.0).contains(&v),
+                "from 0 to 1",
+                &mut s.top_p,
+            ),
+            (
+                "min_p",
+                self.min_p,
+                |v| (0.0..=1.0).contains(&v),
+                "from 0 to 1",
+                &mut s.min_p,
+            ),
+            (
+                "repeat_penalty",
+                self.repeat_penalty,
+                |v| v > 0.0,
+                "above 0",
+                &mut s.repeat_penalty,
+            ),
+        ];
+        for (field, value, ok, expected, target) in floats {
+            if let Some(v) = in_range(names, field, value, ok, expected)? {
+                *target = v;
+            }
         }
         if let Some(k) = self.top_k {
             s.top_k = i32::try_from(k).ok().filter(|k| *k >= 0).ok_or_else(|| {
