@@ -155,7 +155,11 @@ const HELP: &str = "commands: /image PATH (attach an image to the next message),
 pub fn main(args: ChatArgs) -> Result<()> {
     let (model_path, mmproj, _synthetic) = args.pair.resolve()?;
     let gen = &args.gen;
-    let low_mem = gen.low_mem_for(&model_path, &mmproj, &args.images);
+    let low_mem = gen.low_mem_for(
+        &model_path,
+        &mmproj,
+        &minicpmv::plan::memory::Media::images(&args.images),
+    );
     let mut loaded = Pair::open(
         &model_path,
         &mmproj,
@@ -247,8 +251,7 @@ fn turn(
             }
             Event::Text(_) => {}
             Event::Thinking(s) => thought.write(s),
-            Event::EncodeStart { total } => bar.start(total),
-            Event::ChunkEncoded { done, .. } => bar.set(done),
+            other => bar.on_event(&other),
         },
         &|| CANCEL.load(Ordering::SeqCst),
     );

@@ -11,6 +11,7 @@ use minicpmv::session::options;
 use minicpmv::ffi::repack::Repack;
 use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
 use minicpmv::plan::memory::{self as memplan, PlanSettings};
+use minicpmv::vision::video::VideoRequest;
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 use minicpmv::{Generation, SessionOptions};
 
@@ -267,7 +268,7 @@ impl GenerationArgs {
     /// default mode does not fit in the memory available now but low-memory mode fits better
     /// (said on stderr). The planner is consulted only when the files are not clearly small
     /// enough, so ordinary runs pay nothing for it.
-    pub fn low_mem_for(&self, model: &Path, mmproj: &Path, images: &[PathBuf]) -> bool {
+    pub fn low_mem_for(&self, model: &Path, mmproj: &Path, media: &memplan::Media<'_>) -> bool {
         let m = &self.memory;
         if m.low_mem {
             return true;
@@ -280,7 +281,7 @@ impl GenerationArgs {
             ..m.plan_settings(self.n_threads())
         };
         // A failing plan is not an error here: the run itself reports bad inputs.
-        let Ok(plan) = memplan::plan(model, mmproj, images, m.max_image_pixels, &settings) else {
+        let Ok(plan) = memplan::plan(model, mmproj, media, m.max_image_pixels, &settings) else {
             return false;
         };
         let low = memplan::predict(
@@ -307,6 +308,53 @@ impl GenerationArgs {
 const DEFAULT_DISK_MB: f64 = 1024.0;
 /// Default of `--embd-cache-mem-mb`.
 const DEFAULT_MEM_MB: f64 = 512.0;
+
+/// A video and how its frames are taken.
+#[derive(Debug, Clone, Args)]
+pub struct VideoArgs {
+    /// A video to ask about, instead of images: a file the ffmpeg and ffprobe programs read
+    /// (MP4/MOV, WebM, MKV, AVI, ...), an animated GIF or WebP (no ffmpeg needed), or a folder
+    /// of numbered frame images. Frames are taken by the version's reference rule (2.5, 2.6,
+    /// o2.6, 4.0: 1 per second, at most 64, 2 slices each; 4.5, o4.5: 5 per second, uniform,
+    /// at most 180, 1 slice each; 4.6: the frame at each second, at most 128, 1 slice each),
+    /// decoded and encoded one at a time, and laid out before the prompt as images. 4.5's
+    /// temporal packing and 4.6's frame stacking are not in llama.cpp's projector graph: frames
+    /// are fed unpacked (packing 1), a setting their references accept.
+    #[arg(long, value_name = "FILE|DIR")]
+    pub video: Option<PathBuf>,
+    /// Frames taken per second of video (default: the version's reference rate).
+    #[arg(long, value_name = "FPS", requires = "video")]
+    pub fps: Option<f64>,
+    /// Frames taken at most (default: the version's reference cap), 1..=1024.
+    #[arg(long, value_name = "N", requires = "video",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_frames: Option<u64>,
+    /// Slices per frame at most, 1..=9 (default: the version's reference value).
+    #[arg(long, value_name = "N", requires = "video",
+          value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub frame_slices: Option<u32>,
+    /// The rate of a folder of frames, in frames per second.
+    #[arg(long, value_name = "FPS", default_value_t = 1.0, requires = "video")]
+    pub folder_fps: f64,
+}
+
+impl VideoArgs {
+    /// The library's request for `--video`, if given.
+    pub fn request(&self) -> Option<VideoRequest> {
+        let path = self.video.as_ref()?;
+        let mut v = VideoRequest::new(path).folder_fps(self.folder_fps);
+        if let Some(fps) = self.fps {
+            v = v.fps(fps);
+        }
+        if let Some(n) = self.max_frames {
+            v = v.max_frames(n as usize);
+        }
+        if let Some(n) = self.frame_slices {
+            v = v.frame_slices(n);
+        }
+        Some(v)
+    }
+}
 
 /// The image-embedding cache of `chat` and `serve`.
 #[derive(Debug, Args)]

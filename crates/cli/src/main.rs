@@ -82,7 +82,10 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::main(args),
         Command::Inspect(args) => inspect::main(args),
         Command::Quantize(args) => quantize::main(args),
-        Command::SlicePlan(args) => slice_plan::main(args),
+        Command::SlicePlan(args) => match slice_plan::main(args) {
+            Ok(false) => return ExitCode::from(1),
+            other => other.map(|_| ()),
+        },
         Command::Quality(args) => quality::main(args),
         Command::Pull(args) => pull::main(args),
         Command::Serve(args) => serve::main(args),

@@ -136,14 +136,21 @@ pub fn show_progress(forced: bool) -> bool {
 pub struct EncodeProgress {
     enabled: bool,
     bar: Option<indicatif::ProgressBar>,
+    /// Counting video frames, not projector calls.
+    frames: bool,
 }
 
 impl EncodeProgress {
     pub fn new(enabled: bool) -> EncodeProgress {
-        EncodeProgress { enabled, bar: None }
+        EncodeProgress {
+            enabled,
+            bar: None,
+            frames: false,
+        }
     }
 
-    pub fn start(&mut self, total: usize) {
+    fn draw(&mut self, total: usize, what: &str) {
+        self.finish();
         if !self.enabled || total == 0 {
             return;
         }
@@ -151,16 +158,42 @@ impl EncodeProgress {
             Some(total as u64),
             indicatif::ProgressDrawTarget::stderr(),
         );
-        let style = indicatif::ProgressStyle::with_template(
-            "encoding image slices {bar:30} {pos}/{len} [{elapsed_precise}, ETA {eta}]",
-        )
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{what} {{bar:30}} {{pos}}/{{len}} [{{elapsed_precise}}, ETA {{eta}}]"
+        ))
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         self.bar = Some(bar);
     }
 
+    /// Projector calls ahead.
+    pub fn start(&mut self, total: usize) {
+        self.frames = false;
+        self.draw(total, "encoding image slices");
+    }
+
+    /// Video frames ahead: the bar counts frames from now on.
+    pub fn start_frames(&mut self, total: usize) {
+        self.frames = true;
+        self.draw(total, "decoding and encoding video frames");
+    }
+
+    /// Projector calls done (ignored while counting frames).
     pub fn set(&mut self, done: usize) {
+        if !self.frames {
+            self.position(done);
+        }
+    }
+
+    /// Frames done.
+    pub fn set_frames(&mut self, done: usize) {
+        if self.frames {
+            self.position(done);
+        }
+    }
+
+    fn position(&self, done: usize) {
         if let Some(bar) = &self.bar {
             bar.set_position(done as u64);
         }
@@ -169,6 +202,18 @@ impl EncodeProgress {
     pub fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
+        }
+    }
+
+    /// Routes a run's progress events to the bar; other events are ignored.
+    pub fn on_event(&mut self, event: &minicpmv::Event<'_>) {
+        use minicpmv::Event;
+        match *event {
+            Event::EncodeStart { total } => self.start(total),
+            Event::ChunkEncoded { done, .. } => self.set(done),
+            Event::VideoStart { frames } => self.start_frames(frames),
+            Event::FrameEncoded { done, .. } => self.set_frames(done),
+            Event::Text(_) | Event::Thinking(_) => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 
 use minicpmv::plan::memory::{self as memplan, MemPlan};
 
-use super::common::MemoryArgs;
+use super::common::{MemoryArgs, VideoArgs};
 use super::output::{human_bytes, Stdout};
 
 #[derive(Debug, Args)]
@@ -22,6 +22,8 @@ pub struct PlanArgs {
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
     #[command(flatten)]
+    pub video: VideoArgs,
+    #[command(flatten)]
     pub memory: MemoryArgs,
     /// Print the plan as JSON.
     #[arg(long)]
@@ -30,10 +32,18 @@ pub struct PlanArgs {
 
 /// Returns whether the run fits (the caller turns `false` into exit code 1).
 pub fn main(args: PlanArgs) -> Result<bool> {
+    let video = args.video.request();
+    if video.is_some() && !args.images.is_empty() {
+        anyhow::bail!("--video and --image together: a run asks about a video alone");
+    }
+    let media = memplan::Media {
+        images: &args.images,
+        video: video.as_ref(),
+    };
     let plan = memplan::plan(
         &args.model,
         &args.mmproj,
-        &args.images,
+        &media,
         args.memory.max_image_pixels,
         &args.memory.plan_settings(super::common::default_threads()),
     )?;
@@ -45,7 +55,7 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         out.write_str(&render(&plan));
     }
     out.finish().context("writing to stdout")?;
-    Ok(plan.fits)
+    Ok(plan.fits && plan.video.as_ref().is_none_or(|v| v.fits))
 }
 
 fn render(plan: &MemPlan) -> String {
@@ -96,10 +106,64 @@ fn render(plan: &MemPlan) -> String {
         }
         None => t += "available now: unknown on this system\n",
     }
+    if let Some(v) = &plan.video {
+        t += &video_lines(v);
+    }
     if !plan.fits {
         for sg in &plan.suggestions {
             t += &format!("  with {:<40} peak {}\n", sg.flags, human_bytes(sg.peak));
         }
     }
     t
+}
+
+/// The video part of a plan, or of `slice-plan --video`.
+pub fn video_lines(v: &minicpmv::plan::video::VideoBudget) -> String {
+    let mut t = format!(
+        "\nvideo {}: {}x{}, {} frames at {:.3} fps ({:.1} s)\n",
+        v.path.display(),
+        v.width,
+        v.height,
+        v.source_frames,
+        v.source_fps,
+        v.duration_secs
+    );
+    t += &format!(
+        "  frames taken: {} ({} per second, at most {}), indices {}\n",
+        v.frames,
+        v.fps,
+        v.max_frames,
+        abbreviate(&v.frame_indices)
+    );
+    t += &format!(
+        "  per frame: up to {} slices, {} projector calls, {} embeddings, {} positions (packing 1: frames are not packed)\n",
+        v.frame_slices, v.chunks_per_frame, v.tokens_per_frame, v.positions_per_frame
+    );
+    t += &format!(
+        "  all frames: {} projector calls, {} positions, {} of embeddings\n",
+        v.projector_calls,
+        v.positions,
+        human_bytes(v.embedding_bytes)
+    );
+    if v.fits {
+        t += &format!(
+            "  context: fits in -c {} with {} positions kept for the prompt\n",
+            v.n_ctx, v.prompt_reserve
+        );
+    } else {
+        t += &format!(
+            "  context: does NOT fit in -c {} (with {} positions kept for the prompt): use --max-frames {}, fewer --frame-slices, or a longer -c\n",
+            v.n_ctx, v.prompt_reserve, v.fitting_max_frames
+        );
+    }
+    t
+}
+
+/// `[0, 30, 60, ..., 1770]` for long lists.
+fn abbreviate(xs: &[usize]) -> String {
+    if xs.len() <= 8 {
+        return format!("{xs:?}");
+    }
+    let head: Vec<String> = xs[..4].iter().map(ToString::to_string).collect();
+    format!("[{}, ..., {}]", head.join(", "), xs[xs.len() - 1])
 }

@@ -6,10 +6,11 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use serde::Serialize;
 
+use minicpmv::plan::memory::Media;
 use minicpmv::session::run::{run, Event, Pipeline, RunConfig, RunOutput};
 use minicpmv::{Pair, RunRequest};
 
-use super::common::{GenerationArgs, ModelArgs};
+use super::common::{GenerationArgs, ModelArgs, VideoArgs};
 use super::output::{show_progress, EncodeProgress, Stdout, ThinkingOutput};
 
 #[derive(Debug, Args)]
@@ -19,9 +20,12 @@ pub struct RunArgs {
     /// Image file (PNG, JPEG, WebP, GIF, BMP, TIFF); repeat for several images.
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
-    /// The prompt. Images go before it unless it contains `<__media__>` placeholders.
-    #[arg(short, long, default_value = "Describe this image.")]
-    pub prompt: String,
+    #[command(flatten)]
+    pub video: VideoArgs,
+    /// The prompt. Images go before it unless it contains `<__media__>` placeholders
+    /// (default: "Describe this image.", or "Describe this video." with --video).
+    #[arg(short, long)]
+    pub prompt: Option<String>,
     /// Read the prompt from FILE (`-`: standard input) instead of -p: UTF-8 text, at most
     /// 16 MiB.
     #[arg(
@@ -76,21 +80,31 @@ pub fn main(args: RunArgs) -> Result<()> {
     } else {
         pipeline == Pipeline::LlamaCpp
     };
+    let video = args.video.request();
     // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
+    let media = Media {
+        images: &args.images,
+        video: video.as_ref(),
+    };
     let low_mem = match pipeline {
-        Pipeline::Native => gen.low_mem_for(&model, &mmproj, &args.images),
+        Pipeline::Native => gen.low_mem_for(&model, &mmproj, &media),
         Pipeline::LlamaCpp => gen.memory.low_mem,
     };
-    let prompt = match &args.prompt_file {
-        Some(path) => super::common::read_prompt_file(path)?,
-        None => args.prompt.clone(),
+    let prompt = match (&args.prompt_file, &args.prompt) {
+        (Some(path), _) => super::common::read_prompt_file(path)?,
+        (None, Some(p)) => p.clone(),
+        (None, None) if args.video.video.is_some() => "Describe this video.".to_string(),
+        (None, None) => "Describe this image.".to_string(),
     };
-    let request = RunRequest::new(prompt)
+    let mut request = RunRequest::new(prompt)
         .images(&args.images)
         .generation(gen.generation())
         .max_slices(gen.memory.max_slices)
         .per_chunk_prefill(args.per_chunk_prefill)
         .thinking(gen.thinking());
+    if let Some(video) = video {
+        request = request.video(video);
+    }
     let cfg = RunConfig::new(
         Pair::new(&model, &mmproj),
         gen.session_options(low_mem, warmup),
@@ -108,8 +122,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         }
         Event::Text(_) => {}
         Event::Thinking(s) => thought.write(s),
-        Event::EncodeStart { total } => bar.start(total),
-        Event::ChunkEncoded { done, .. } => bar.set(done),
+        other => bar.on_event(&other),
     });
     thought.end();
     bar.finish();
@@ -136,6 +149,19 @@ pub fn main(args: RunArgs) -> Result<()> {
 }
 
 fn print_summary(out: &RunOutput) {
+    if let Some(v) = &out.video {
+        crate::note!(
+            "video: {} of {} frames ({} per second, {}), {}x{}, {} projector calls and {} embeddings per frame (packing 1)",
+            v.frame_indices.len(),
+            v.source_frames,
+            v.fps,
+            v.decoder,
+            v.width,
+            v.height,
+            v.chunks_per_frame,
+            v.tokens_per_frame
+        );
+    }
     let t = &out.timings;
     let memory = out.peak_rss_bytes.map_or_else(String::new, |b| {
         format!(

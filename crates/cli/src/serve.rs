@@ -92,7 +92,7 @@ pub fn main(args: ServeArgs) -> Result<()> {
     };
     let (model, mmproj, _synthetic) = args.pair.resolve()?;
     let gen = &args.gen;
-    let low_mem = gen.low_mem_for(&model, &mmproj, &[]);
+    let low_mem = gen.low_mem_for(&model, &mmproj, &Default::default());
     let name = args.name.clone().unwrap_or_else(|| {
         model
             .file_stem()

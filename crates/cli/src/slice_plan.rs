@@ -12,7 +12,10 @@ use minicpmv::model::family::{self, Version};
 use minicpmv::prompt::layout::n_layout_tokens;
 use minicpmv::vision::{load_image, ImageFormat, SlicePlan, DEFAULT_MAX_PIXELS};
 
+use super::common::VideoArgs;
 use super::output::Stdout;
+use minicpmv::plan::memory::VIDEO_PROMPT_RESERVE;
+use minicpmv::plan::video::video_budget;
 
 #[derive(Debug, Args)]
 pub struct SlicePlanArgs {
@@ -37,7 +40,13 @@ pub struct SlicePlanArgs {
     /// for fine detail).
     #[arg(long, value_name = "N")]
     pub scale_factor: Option<u32>,
-    /// Print a JSON array instead of text.
+    #[command(flatten)]
+    pub video: VideoArgs,
+    /// With --video: the context length the frames must fit.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = options::DEFAULT_N_CTX,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ctx_size: u32,
+    /// Print a JSON array (with --video: an object) instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -103,15 +112,46 @@ fn describe(
     }
 }
 
-pub fn main(args: SlicePlanArgs) -> Result<()> {
-    if args.sizes.is_empty() && args.images.is_empty() {
-        bail!("give at least one size (e.g. 1920x1080) or --image FILE");
-    }
+pub fn main(args: SlicePlanArgs) -> Result<bool> {
     let spec = family::spec(args.version);
     let projector = spec
         .projector
         .with_scale_factor(args.scale_factor)
         .map_err(|e| anyhow::anyhow!("--scale-factor: {e}"))?;
+    if let Some(req) = args.video.request() {
+        if !args.sizes.is_empty() || !args.images.is_empty() {
+            bail!("--video plans a video alone: drop the sizes and --image");
+        }
+        let v = req.open(&spec.video, args.max_image_pixels)?;
+        let format = ImageFormat::of_spec(spec, Some(projector), v.max_slices);
+        let budget = video_budget(
+            &v,
+            &format,
+            args.ctx_size,
+            VIDEO_PROMPT_RESERVE,
+            u64::from(spec.text.real.n_embd),
+        )
+        .with_context(|| {
+            format!(
+                "planning the {}x{} frames of {}",
+                v.width,
+                v.height,
+                req.path.display()
+            )
+        })?;
+        let mut out = Stdout::default();
+        if args.json {
+            out.write_str(&(serde_json::to_string_pretty(&budget)? + "\n"));
+        } else {
+            let lines = super::plan::video_lines(&budget);
+            out.write_str(&format!("{}: {}", spec.name, lines.trim_start()));
+        }
+        out.finish()?;
+        return Ok(budget.fits);
+    }
+    if args.sizes.is_empty() && args.images.is_empty() {
+        bail!("give at least one size (e.g. 1920x1080), --image FILE or --video FILE");
+    }
     let format = ImageFormat::of_spec(spec, Some(projector), args.max_slices);
     let mut inputs: Vec<(u32, u32, Option<PathBuf>)> =
         args.sizes.iter().map(|&(w, h)| (w, h, None)).collect();
@@ -157,5 +197,5 @@ pub fn main(args: SlicePlanArgs) -> Result<()> {
         }
     }
     out.finish()?;
-    Ok(())
+    Ok(true)
 }

@@ -25,6 +25,8 @@ use crate::ffi::repack::{Repack, RepackDecision};
 use crate::ffi::{self, KvType, LoadParams, ProjectorAttention};
 use crate::model::inputs::{check_pair, InputError};
 use crate::plan::system::{self, AvailableMemory};
+use crate::plan::video::{video_budget, VideoBudget};
+use crate::vision::video::{VideoError, VideoRequest};
 use crate::vision::{load_image, ImageError, ImageFormat};
 
 /// The settings of a run that change its memory.
@@ -269,6 +271,9 @@ pub enum PlanError {
         /// Why it cannot be sliced.
         source: crate::vision::SliceError,
     },
+    /// The video cannot be opened or sampled.
+    #[error(transparent)]
+    Video(#[from] VideoError),
     /// A setting does not suit the pair (a context longer than the model's trained length).
     #[error(transparent)]
     Settings(#[from] crate::session::options::SettingsError),
@@ -290,10 +295,42 @@ fn runtime_bytes() -> u64 {
 pub fn footprint(
     model: &Path,
     mmproj: &Path,
-    images: &[PathBuf],
+    media: &Media<'_>,
     max_image_pixels: u64,
     s: &PlanSettings,
 ) -> Result<Footprint, PlanError> {
+    Ok(footprint_and_video(model, mmproj, media, max_image_pixels, s)?.0)
+}
+
+/// What a run would encode: image files, and a video whose frames are streamed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Media<'a> {
+    /// Image files.
+    pub images: &'a [PathBuf],
+    /// A video.
+    pub video: Option<&'a VideoRequest>,
+}
+
+impl<'a> Media<'a> {
+    /// Images only.
+    pub fn images(images: &'a [PathBuf]) -> Media<'a> {
+        Media {
+            images,
+            video: None,
+        }
+    }
+}
+
+/// Context positions a video plan keeps for the question and chat template.
+pub const VIDEO_PROMPT_RESERVE: usize = 64;
+
+fn footprint_and_video(
+    model: &Path,
+    mmproj: &Path,
+    media: &Media<'_>,
+    max_image_pixels: u64,
+    s: &PlanSettings,
+) -> Result<(Footprint, Option<VideoBudget>), PlanError> {
     // Measured first, before this function allocates anything.
     let runtime = runtime_bytes();
     let facts = check_pair(model, mmproj)?;
@@ -327,7 +364,7 @@ pub fn footprint(
     let pj = &facts.projector;
     let format = ImageFormat::of_projector(pj, s.max_slices);
     let (mut n_chunks, mut n_rows, mut rgb_bytes, mut preprocessed) = (0usize, 0u64, 0u64, 0u64);
-    for path in images {
+    for path in media.images {
         let img = load_image(path, max_image_pixels)?;
         let plan = format
             .plan(img.width, img.height)
@@ -348,7 +385,37 @@ pub fn footprint(
             .sum();
         preprocessed = preprocessed.max(chunks + img.rgb.len() as u64);
     }
-    Ok(Footprint {
+    let mut video = None;
+    if let Some(req) = media.video {
+        let spec = crate::model::family::spec(facts.version);
+        let v = req.open(&spec.video, max_image_pixels)?;
+        let frame_format = ImageFormat::of_projector(pj, v.max_slices);
+        let budget = video_budget(&v, &frame_format, s.n_ctx, VIDEO_PROMPT_RESERVE, pj.n_embd)
+            .map_err(|source| PlanError::Slice {
+                path: req.path.clone(),
+                source,
+            })?;
+        n_chunks += budget.projector_calls;
+        n_rows += (budget.frames * budget.tokens_per_frame) as u64;
+        // Frames are decoded one at a time: one frame's pixels and slices at most.
+        let frame_rgb = u64::from(v.width) * u64::from(v.height) * 3;
+        rgb_bytes += frame_rgb;
+        let plan = frame_format
+            .plan(v.width, v.height)
+            .map_err(|source| PlanError::Slice {
+                path: req.path.clone(),
+                source,
+            })?;
+        let chunks: u64 = (0..plan.n_chunks())
+            .map(|i| {
+                let (w, h) = plan.chunk_size(i);
+                u64::from(w) * u64::from(h) * 3 * 4
+            })
+            .sum();
+        preprocessed = preprocessed.max(chunks + frame_rgb);
+        video = Some(budget);
+    }
+    let fp = Footprint {
         repack,
         text_repacked: est.model_repack,
         text_other: est.model_other,
@@ -366,7 +433,8 @@ pub fn footprint(
         image_embeddings: n_rows * pj.n_embd * 4,
         n_image_chunks: n_chunks,
         runtime,
-    })
+    };
+    Ok((fp, video))
 }
 
 /// Bytes of the logits buffer llama.cpp reserves but a run never touches. Its compute buffer is
@@ -409,6 +477,9 @@ pub struct MemPlan {
     /// cache, then halving the context down to 2048), each tried in turn up to and including
     /// the first that fits (all of them when none does). Empty when it fits.
     pub suggestions: Vec<Suggestion>,
+    /// The video's frames, positions and whether they fit the context, when one was planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoBudget>,
 }
 
 /// Headroom kept free: predictions are within ~15%, and the OS needs some room.
@@ -423,11 +494,11 @@ pub fn fits_in(peak: u64, available: Option<&AvailableMemory>) -> bool {
 pub fn plan(
     model: &Path,
     mmproj: &Path,
-    images: &[PathBuf],
+    media: &Media<'_>,
     max_image_pixels: u64,
     s: &PlanSettings,
 ) -> Result<MemPlan, PlanError> {
-    let fp = footprint(model, mmproj, images, max_image_pixels, s)?;
+    let (fp, video) = footprint_and_video(model, mmproj, media, max_image_pixels, s)?;
     let prediction = predict(&fp, s);
     let available = system::available_memory();
     let fits = fits_in(prediction.peak, available.as_ref());
@@ -460,7 +531,7 @@ pub fn plan(
             let fp = if settings.n_ctx == s.n_ctx && settings.kv_type == s.kv_type {
                 fp.clone()
             } else {
-                footprint(model, mmproj, images, max_image_pixels, &settings)?
+                footprint(model, mmproj, media, max_image_pixels, &settings)?
             };
             let peak = predict(&fp, &settings).peak;
             let ok = fits_in(peak, available.as_ref());
@@ -478,6 +549,7 @@ pub fn plan(
         available,
         fits,
         suggestions,
+        video,
     })
 }
 

@@ -79,6 +79,30 @@ pub fn user_content(
     ))
 }
 
+/// The user's message about a video of `n_frames` frames: each frame's `marker` followed by the
+/// version's `separator`, then the prompt. This is the reference's `"\n".join(frames +
+/// [question])` for 2.6/4.5 (separator `"\n"`) and 4.6's concatenated frame blocks
+/// (separator `""`); see docs/video-reference.md. A prompt holding markers of its own is
+/// refused (`Err(markers)`): with a video, the frames are the media.
+pub fn video_content(
+    prompt: &str,
+    n_frames: usize,
+    separator: &str,
+    marker: &str,
+) -> Result<String, usize> {
+    let markers = prompt.matches(marker).count();
+    if markers > 0 {
+        return Err(markers);
+    }
+    let mut out = String::with_capacity(n_frames * (marker.len() + separator.len()) + prompt.len());
+    for _ in 0..n_frames {
+        out.push_str(marker);
+        out.push_str(separator);
+    }
+    out.push_str(prompt);
+    Ok(out)
+}
+
 /// Formats a conversation for the model. A `tokenizer.chat_template` from the GGUF file is used
 /// when llama.cpp recognises it; otherwise the version's built-in template.
 pub fn format_chat(
@@ -233,6 +257,19 @@ fn substitute(template: &str, vars: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
     use crate::model::family::MEDIA_MARKER;
+
+    /// docs/video-reference.md: 2.6's `"\n".join(frames + [question])` and 4.6's frame blocks
+    /// with nothing between them.
+    #[test]
+    fn video_frames_come_before_the_question_with_the_versions_separator() {
+        let m = MEDIA_MARKER;
+        assert_eq!(
+            video_content("what happens?", 3, "\n", m).unwrap(),
+            format!("{m}\n{m}\n{m}\nwhat happens?")
+        );
+        assert_eq!(video_content("q", 2, "", m).unwrap(), format!("{m}{m}q"));
+        assert_eq!(video_content(&format!("a {m} b"), 2, "", m), Err(1));
+    }
 
     /// Each version's thinking switches as models/*.toml states them (4.5: Qwen3's
     /// enable_thinking; 4.6: separate Instruct and Thinking checkpoints).

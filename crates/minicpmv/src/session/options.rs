@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::ffi::{ContextParams, KvType, LoadParams, ProjectorAttention, SamplerParams};
 use crate::model::inputs::PairFacts;
+use crate::vision::video::VideoRequest;
 use crate::vision::DEFAULT_MAX_PIXELS;
 
 /// Default context length in tokens ([`SessionOptions::n_ctx`], the CLI's `-c`).
@@ -260,6 +261,9 @@ pub struct RunRequest {
     /// Whether a thinking model reasons before answering (MiniCPM-V 4.5, 4.6-Thinking);
     /// `None`: the model's default. Asking a model that cannot is an error.
     pub thinking: Option<bool>,
+    /// A video to ask about (not together with images): its sampled frames go before the
+    /// prompt, each laid out as an image.
+    pub video: Option<VideoRequest>,
 }
 
 impl Default for RunRequest {
@@ -271,6 +275,7 @@ impl Default for RunRequest {
             max_slices: DEFAULT_MAX_SLICES,
             per_chunk_prefill: false,
             thinking: None,
+            video: None,
         }
     }
 }
@@ -335,6 +340,12 @@ impl RunRequest {
     /// Thinking on or off for a thinking model; `None`: the model's default.
     pub fn thinking(mut self, thinking: Option<bool>) -> Self {
         self.thinking = thinking;
+        self
+    }
+
+    /// A video to ask about.
+    pub fn video(mut self, video: VideoRequest) -> Self {
+        self.video = Some(video);
         self
     }
 }

@@ -115,7 +115,7 @@ impl Session {
         let seq = run::native_sequence(&cfg, &prep, &self.model)?;
         let mut load_secs = 0.0;
         let mut enc = run::Encoded::nothing();
-        if !prep.images.is_empty() {
+        if prep.has_media() {
             let t_load = Instant::now();
             let projector = match &mut self.projector {
                 Some(p) => p,

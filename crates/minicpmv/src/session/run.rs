@@ -18,12 +18,14 @@ use crate::ffi::mtmd::{self, ChunkInfo, Mtmd, RgbImage};
 use crate::ffi::{
     ClipProjector, Context, ContextParams, CpuBackend, DecodeError, Model, Sampler, Token,
 };
+use crate::model::family;
 use crate::model::inputs::{check_pair, InputError, PairFacts};
 use crate::prompt::layout::n_layout_tokens;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message, ThinkingPrompt};
 use crate::session::options::{RunRequest, SessionOptions};
 use crate::session::Pair;
+use crate::vision::video::{OpenedVideo, VideoError};
 use crate::vision::{load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan};
 
 /// Which implementation turns images into model input.
@@ -115,6 +117,19 @@ pub enum Event<'a> {
         /// image.
         total: usize,
     },
+    /// Video encoding starts: `frames` frames to decode and encode (after
+    /// [`Event::EncodeStart`], which counts their projector calls).
+    VideoStart {
+        /// Frames the run takes.
+        frames: usize,
+    },
+    /// One video frame was decoded and encoded.
+    FrameEncoded {
+        /// Frames finished so far, this one included (1..=`total`).
+        done: usize,
+        /// The `frames` of [`Event::VideoStart`].
+        total: usize,
+    },
     /// One projector call finished.
     ChunkEncoded {
         /// Projector calls finished so far, this one included (1..=`total`).
@@ -188,6 +203,72 @@ pub struct RunOutput {
     pub cpu_backend: CpuBackend,
     /// Whether llama.cpp was let repack the language model's weights ([`crate::ffi::repack`]).
     pub weight_repack: bool,
+    /// The video's frames and what they cost, when the request had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoReport>,
+}
+
+/// What a video became: which frames were taken and how many positions each takes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VideoReport {
+    /// The video given.
+    pub path: PathBuf,
+    /// Where its frames came from: `ffmpeg`, `animation` (GIF/WebP) or `folder`.
+    pub decoder: &'static str,
+    /// Its frames and rate, by its header (a folder: the rate given).
+    pub source_frames: usize,
+    /// Frames per second of the video.
+    pub source_fps: f64,
+    /// Seconds, by its header.
+    pub duration_secs: f64,
+    /// Frames taken per second.
+    pub fps: f64,
+    /// The frame rule's cap.
+    pub max_frames: usize,
+    /// Frame size.
+    pub width: u32,
+    /// Frame size.
+    pub height: u32,
+    /// Slices per frame at most.
+    pub frame_slices: u32,
+    /// Projector calls per frame (overview plus slices).
+    pub chunks_per_frame: usize,
+    /// Image embeddings per frame.
+    pub tokens_per_frame: usize,
+    /// Frames fed together into one query set (4.5's 3D resampler packs up to 3; the bundled
+    /// llama.cpp has no such graph, so always 1).
+    pub packing: usize,
+    /// The frames taken: indices into the video.
+    pub frame_indices: Vec<usize>,
+    /// Their times in seconds.
+    pub frame_times: Vec<f64>,
+}
+
+impl VideoReport {
+    fn of(v: &OpenedVideo, plan: &SlicePlan, format: &ImageFormat) -> VideoReport {
+        let info = v.source.info();
+        VideoReport {
+            path: v.source.path().to_path_buf(),
+            decoder: match v.source {
+                crate::vision::video::FrameSource::Ffmpeg(_) => "ffmpeg",
+                crate::vision::video::FrameSource::Animation(_) => "animation",
+                crate::vision::video::FrameSource::Folder(_) => "folder",
+            },
+            source_frames: info.n_frames,
+            source_fps: info.fps,
+            duration_secs: info.duration(),
+            fps: v.fps,
+            max_frames: v.rule.max_frames(),
+            width: v.width,
+            height: v.height,
+            frame_slices: v.max_slices,
+            chunks_per_frame: plan.n_chunks(),
+            tokens_per_frame: format.plan_tokens(plan).iter().sum(),
+            packing: 1,
+            frame_indices: v.sample.indices.clone(),
+            frame_times: v.sample.times.clone(),
+        }
+    }
 }
 
 /// Why a run failed.
@@ -198,6 +279,41 @@ pub enum RunError {
     /// ([`check_pair`]).
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The video could not be opened, sampled or decoded.
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    /// A video and images in one request.
+    #[error(
+        "a video and images in one request: ask about the video alone (its frames are the images)"
+    )]
+    VideoWithImages,
+    /// Image markers in a prompt about a video.
+    #[error("the prompt has {0} image placeholders, but a video's frames go before the prompt: remove them")]
+    VideoMarkers(usize),
+    /// The video's frames do not fit the context.
+    #[error("the video's {frames} frames take {tokens_per_frame} positions each, and the prompt needs {needed} positions in all, but the context holds {n_ctx}: take fewer frames (--max-frames {fitting}), fewer slices per frame (--frame-slices), or a longer context (--ctx-size)")]
+    VideoTooLong {
+        /// Frames taken.
+        frames: usize,
+        /// Positions per frame: embeddings, layout tokens and separator.
+        tokens_per_frame: usize,
+        /// Positions the prompt needs, one for the first generated token included.
+        needed: usize,
+        /// The context.
+        n_ctx: u32,
+        /// The largest frame cap that fits (0 when not even one frame does).
+        fitting: usize,
+    },
+    /// llama.cpp's pipeline would slice the frames otherwise than asked.
+    #[error("llama.cpp's pipeline slices each frame up to 9 times, which for these {width}x{height} frames differs from --frame-slices {frame_slices}: use the native pipeline or --frame-slices 9")]
+    FrameSlicesNeedNative {
+        /// Slices per frame asked for.
+        frame_slices: u32,
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+    },
     /// An image file could not be read or decoded, or exceeds
     /// [`SessionOptions::max_image_pixels`].
     #[error(transparent)]
@@ -287,6 +403,8 @@ pub enum RunError {
 pub(crate) struct Prepared {
     pub facts: PairFacts,
     pub images: Vec<LoadedImage>,
+    /// The video, its frames not decoded yet (they are streamed through the encoder).
+    pub video: Option<OpenedVideo>,
     /// The chat-formatted prompt, thinking suffix included.
     pub formatted: String,
     pub marker: String,
@@ -298,6 +416,27 @@ impl Prepared {
     /// The projector's image format with a cap of `max_slices`.
     pub fn format(&self, max_slices: u32) -> ImageFormat {
         ImageFormat::of_projector(&self.facts.projector, max_slices)
+    }
+
+    /// Whether anything goes through the projector.
+    pub fn has_media(&self) -> bool {
+        !self.images.is_empty() || self.video.is_some()
+    }
+
+    /// The video's frame format and the slice plan every frame shares.
+    pub fn frame_plan(&self) -> Result<Option<(ImageFormat, SlicePlan)>, RunError> {
+        let Some(v) = &self.video else {
+            return Ok(None);
+        };
+        let format = self.format(v.max_slices);
+        let plan = format
+            .plan(v.width, v.height)
+            .and_then(|plan| plan.check_resizable().map(|()| plan))
+            .map_err(|source| RunError::Slice {
+                path: v.source.path().to_path_buf(),
+                source,
+            })?;
+        Ok(Some((format, plan)))
     }
 }
 
@@ -406,8 +545,14 @@ pub(crate) fn prepare_prompt(
     facts: PairFacts,
     history: &[HistoryMessage],
 ) -> Result<Prepared, RunError> {
-    if cfg.request.prompt.is_empty() && cfg.request.images.is_empty() {
+    let video_request = cfg.request.video.as_ref();
+    if cfg.request.prompt.is_empty() && cfg.request.images.is_empty() && video_request.is_none() {
         return Err(RunError::Nothing);
+    }
+    if video_request.is_some()
+        && (!cfg.request.images.is_empty() || history.iter().any(|m| !m.images.is_empty()))
+    {
+        return Err(RunError::VideoWithImages);
     }
     cfg.request.generation.sampling.check()?;
     if cfg.pipeline == Pipeline::LlamaCpp && cfg.request.max_slices != 9 {
@@ -428,13 +573,22 @@ pub(crate) fn prepare_prompt(
         .iter()
         .map(|m| history_message(version, m, &marker))
         .collect::<Result<_, _>>()?;
-    let content = template::user_content(
-        version,
-        &cfg.request.prompt,
-        cfg.request.images.len(),
-        &marker,
-    )
-    .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?;
+    let video = video_request
+        .map(|v| v.open(&family::spec(version).video, cfg.options.max_image_pixels))
+        .transpose()?;
+    let content = match &video {
+        Some(v) => {
+            template::video_content(&cfg.request.prompt, v.n_frames(), &v.separator, &marker)
+                .map_err(RunError::VideoMarkers)?
+        }
+        None => template::user_content(
+            version,
+            &cfg.request.prompt,
+            cfg.request.images.len(),
+            &marker,
+        )
+        .map_err(|(markers, images)| RunError::MarkerCount { markers, images })?,
+    };
     messages.push(Message::user(content));
     let thinking = template::thinking_prompt(version, cfg.request.thinking)?;
     let mut formatted = template::format_chat(
@@ -447,6 +601,7 @@ pub(crate) fn prepare_prompt(
     Ok(Prepared {
         facts,
         images,
+        video,
         formatted,
         marker,
         thinking,
@@ -466,6 +621,7 @@ pub(crate) struct Prefilled {
     encode_secs: Vec<f64>,
     prompt_secs: f64,
     thinking: ThinkingPrompt,
+    video: Option<VideoReport>,
 }
 
 /// Runs the model once; `on_event` receives the generated text as it streams and progress.
@@ -577,6 +733,7 @@ pub(crate) fn generate_and_report(
         peak_rss_bytes: crate::plan::system::process_rss().map(|(_, peak)| peak),
         cpu_backend: crate::ffi::cpu_backend(),
         weight_repack: model.repacked(),
+        video: pre.video,
     })
 }
 
@@ -600,17 +757,23 @@ pub(crate) struct NativeSequence {
     pub(crate) n_chunks: usize,
     n_layout: usize,
     thinking: ThinkingPrompt,
+    video: Option<VideoReport>,
 }
 
 /// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
-/// only the vocabulary of `model`.
+/// only the vocabulary of `model`. A video's frames are laid out from its header alone: every
+/// frame has the same size, so the same slice plan.
 pub(crate) fn native_sequence(
     cfg: &RunConfig,
     prep: &Prepared,
     model: &Model,
 ) -> Result<NativeSequence, RunError> {
     let format = prep.format(cfg.request.max_slices);
-    let plans = plan_images(&prep.images, &format)?;
+    let mut plans = plan_images(&prep.images, &format)?;
+    let frame = prep.frame_plan()?;
+    if let (Some(v), Some((_, plan))) = (&prep.video, &frame) {
+        plans.extend(std::iter::repeat_n(plan.clone(), v.n_frames()));
+    }
     let layout = LayoutTokens::lookup(model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
     let segments = sequence::build_sequence(
@@ -631,11 +794,22 @@ pub(crate) fn native_sequence(
             }
         }
     }
-    check_fits(n_text, n_image, cfg.options.n_ctx)?;
     let n_layout: usize = plans
         .iter()
         .map(|p| n_layout_tokens(format.style(), p.grid))
         .sum();
+    let video = match (&prep.video, &frame) {
+        (Some(v), Some((frame_format, plan))) => {
+            let report = VideoReport::of(v, plan, frame_format);
+            let per_frame = report.tokens_per_frame
+                + n_layout_tokens(format.style(), plan.grid)
+                + model.tokenize(&v.separator, false, true).len();
+            check_video_fits(n_text + n_image, v.n_frames(), per_frame, cfg.options.n_ctx)?;
+            Some(report)
+        }
+        _ => None,
+    };
+    check_fits(n_text, n_image, cfg.options.n_ctx)?;
     Ok(NativeSequence {
         segments,
         n_text,
@@ -643,6 +817,30 @@ pub(crate) fn native_sequence(
         n_chunks,
         n_layout,
         thinking: prep.thinking,
+        video,
+    })
+}
+
+/// A video's budget: `n_positions` (the whole prompt, `frames` frames of `per_frame` positions
+/// each included) plus one must fit `n_ctx`; the error names the frame cap that would.
+fn check_video_fits(
+    n_positions: usize,
+    frames: usize,
+    per_frame: usize,
+    n_ctx: u32,
+) -> Result<(), RunError> {
+    let needed = n_positions + 1;
+    if needed <= n_ctx as usize {
+        return Ok(());
+    }
+    let base = needed.saturating_sub(frames * per_frame);
+    let fitting = (n_ctx as usize).saturating_sub(base) / per_frame.max(1);
+    Err(RunError::VideoTooLong {
+        frames,
+        tokens_per_frame: per_frame,
+        needed,
+        n_ctx,
+        fitting,
     })
 }
 
@@ -673,7 +871,7 @@ fn encode_native(
     n_chunks: usize,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<Encoded, RunError> {
-    if prep.images.is_empty() {
+    if !prep.has_media() {
         // A text-only prompt never loads the projector.
         return Ok(Encoded::nothing());
     }
@@ -729,6 +927,45 @@ pub(crate) fn encode_with(
         }
         embeddings.push(emb);
     }
+    if let (Some(v), Some((frame_format, _))) = (&prep.video, prep.frame_plan()?) {
+        let frames = v.n_frames();
+        on_event(Event::VideoStart { frames });
+        for (f, img) in v.source.frames(&v.sample.indices)?.enumerate() {
+            // Decoded, encoded and dropped: one frame's pixels at a time.
+            let img = img?;
+            let emb = encode::encode_image(
+                projector,
+                &img,
+                &frame_format,
+                cfg.options.n_threads,
+                &mut |_, _| {},
+            )?;
+            drop(img);
+            for &secs in &emb.encode_secs {
+                done += 1;
+                encode_secs.push(secs);
+                on_event(Event::ChunkEncoded {
+                    done,
+                    total: n_chunks,
+                    secs,
+                });
+            }
+            embeddings.push(emb);
+            on_event(Event::FrameEncoded {
+                done: f + 1,
+                total: frames,
+            });
+        }
+        let got = embeddings.len() - prep.images.len();
+        if got != frames {
+            return Err(VideoError::Decode {
+                path: v.source.path().to_path_buf(),
+                index: got,
+                reason: format!("the video gave {got} of the {frames} frames taken"),
+            }
+            .into());
+        }
+    }
     Ok(Encoded {
         embeddings,
         encode_secs,
@@ -775,6 +1012,7 @@ pub(crate) fn prefill_native<'m>(
             encode_secs: enc.encode_secs,
             prompt_secs,
             thinking: seq.thinking,
+            video: seq.video,
         },
     ))
 }
@@ -797,7 +1035,10 @@ fn prefill_llama_cpp<'m>(
     // mtmd slices the images itself (up to 9 slices); planning them here first gives an error
     // that names the image instead of mtmd's return code.
     plan_images(&prep.images, &prep.format(cfg.request.max_slices))?;
-    let rgb = mtmd_images(&prep.images);
+    // The reference path: the sampled frames, all decoded, given to mtmd as images.
+    let (frames, video) = reference_frames(prep)?;
+    let all: Vec<LoadedImage> = prep.images.iter().cloned().chain(frames).collect();
+    let rgb = mtmd_images(&all);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let (mut n_text, mut n_image, mut n_chunks) = (0usize, 0usize, 0usize);
     // mtmd's helper decodes each chunk on its own, in batches of n_batch.
@@ -846,8 +1087,30 @@ fn prefill_llama_cpp<'m>(
             encode_secs,
             prompt_secs,
             thinking: prep.thinking,
+            video,
         },
     ))
+}
+
+/// The video's sampled frames, decoded, for llama.cpp's pipeline, which slices each up to 9
+/// times: refused when that differs from the frame slices asked for.
+fn reference_frames(prep: &Prepared) -> Result<(Vec<LoadedImage>, Option<VideoReport>), RunError> {
+    let (Some(v), Some((frame_format, plan))) = (&prep.video, prep.frame_plan()?) else {
+        return Ok((Vec::new(), None));
+    };
+    let nine = prep.format(crate::session::options::DEFAULT_MAX_SLICES);
+    if nine.plan(v.width, v.height).ok().map(|p| p.grid) != Some(plan.grid) {
+        return Err(RunError::FrameSlicesNeedNative {
+            frame_slices: v.max_slices,
+            width: v.width,
+            height: v.height,
+        });
+    }
+    let frames = v
+        .source
+        .frames(&v.sample.indices)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((frames, Some(VideoReport::of(v, &plan, &frame_format))))
 }
 
 /// The slice plan of every image, the error naming the image that cannot be planned.

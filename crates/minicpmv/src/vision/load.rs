@@ -73,6 +73,14 @@ pub enum ImageError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The file is a video container (MP4/MOV, WebM/MKV, AVI, ...), not a still image.
+    #[error("{} is a video ({container}), not an image: pass it with --video", path.display())]
+    IsVideo {
+        /// The path given.
+        path: PathBuf,
+        /// The container its first bytes name.
+        container: &'static str,
+    },
     /// The first bytes match none of the formats the `image` crate was built with.
     #[error("{} is not an image in a supported format (PNG, JPEG, WebP, GIF, BMP, TIFF)", path.display())]
     UnknownFormat {
@@ -152,6 +160,16 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
         return Err(ImageError::Empty { path: p() });
     }
     if meta.len() > MAX_IMAGE_FILE_BYTES {
+        let mut head = [0u8; 16];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+            .unwrap_or(0);
+        if let Some(container) = video_container(&head[..n]) {
+            return Err(ImageError::IsVideo {
+                path: p(),
+                container,
+            });
+        }
         return Err(ImageError::FileTooLarge {
             path: p(),
             bytes: meta.len(),
@@ -163,6 +181,20 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
         source: e,
     })?;
     decode_image(&bytes, path, max_pixels)
+}
+
+/// The video container whose signature `head` (a file's first bytes) starts with, if any.
+pub fn video_container(head: &[u8]) -> Option<&'static str> {
+    match head {
+        [_, _, _, _, b'f', b't', b'y', b'p', b'q', b't', ..] => Some("QuickTime MOV"),
+        [_, _, _, _, b'f', b't', b'y', b'p', ..] => Some("MP4"),
+        [0x1A, 0x45, 0xDF, 0xA3, ..] => Some("WebM/Matroska"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'A', b'V', b'I', b' ', ..] => Some("AVI"),
+        [b'F', b'L', b'V', ..] => Some("FLV"),
+        [0x00, 0x00, 0x01, 0xBA, ..] => Some("MPEG program stream"),
+        [b'O', b'g', b'g', b'S', ..] => Some("Ogg"),
+        _ => None,
+    }
 }
 
 /// Decodes an image held in memory (a file's bytes, or an upload) as [`load_image`] does;
@@ -179,7 +211,15 @@ pub fn decode_image(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<Loaded
             source: e,
         })?;
     match reader.format() {
-        None => return Err(ImageError::UnknownFormat { path: p() }),
+        None => {
+            return Err(match video_container(bytes) {
+                Some(container) => ImageError::IsVideo {
+                    path: p(),
+                    container,
+                },
+                None => ImageError::UnknownFormat { path: p() },
+            })
+        }
         Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(ImageError::Decode {
                 path: p(),

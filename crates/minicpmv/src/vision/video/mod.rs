@@ -23,10 +23,160 @@
 //! of 0; a 4.5 video under 0.1 s, which asks for 0 frames), we take a step of 1 and at least one
 //! frame.
 
+mod ffmpeg;
 mod source;
 
-pub use crate::model::family::FrameRule;
-pub use source::{Animation, FrameFolder, FrameSource, VideoError, MAX_SOURCE_FRAMES};
+use std::path::PathBuf;
+
+pub use crate::model::family::{FrameRule, VideoSpec};
+pub use ffmpeg::{write_mp4, FfmpegFrames, FfmpegVideo};
+pub use source::{
+    Animation, FrameFolder, FrameSource, VideoError, MAX_SOURCE_FRAMES, MAX_VIDEO_SECS,
+};
+
+/// A video to ask about, and how to take its frames; `None` settings are the version's
+/// reference values ([`crate::model::family::VideoSpec`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct VideoRequest {
+    /// A video file (read by ffmpeg), an animated GIF or WebP, or a folder of numbered frames.
+    pub path: PathBuf,
+    /// Frames taken per second of video.
+    pub fps: Option<f64>,
+    /// Frames taken at most.
+    pub max_frames: Option<usize>,
+    /// Slices per frame at most, 1..=9.
+    pub frame_slices: Option<u32>,
+    /// The rate of a folder of frames, in frames per second (default 1).
+    pub folder_fps: Option<f64>,
+}
+
+/// Most frames a video request may ask for: above every reference's cap, and a bound on the
+/// work one request can ask for.
+pub const MAX_FRAMES_LIMIT: usize = 1024;
+
+impl VideoRequest {
+    /// The video at `path` with the version's reference settings.
+    pub fn new(path: impl Into<PathBuf>) -> VideoRequest {
+        VideoRequest {
+            path: path.into(),
+            fps: None,
+            max_frames: None,
+            frame_slices: None,
+            folder_fps: None,
+        }
+    }
+
+    /// Frames taken per second.
+    pub fn fps(mut self, fps: f64) -> Self {
+        self.fps = Some(fps);
+        self
+    }
+
+    /// Frames taken at most.
+    pub fn max_frames(mut self, n: usize) -> Self {
+        self.max_frames = Some(n);
+        self
+    }
+
+    /// Slices per frame at most.
+    pub fn frame_slices(mut self, n: u32) -> Self {
+        self.frame_slices = Some(n);
+        self
+    }
+
+    /// The rate of a folder of frames.
+    pub fn folder_fps(mut self, fps: f64) -> Self {
+        self.folder_fps = Some(fps);
+        self
+    }
+
+    /// Checks the settings (before any file is read).
+    pub fn check(&self) -> Result<(), VideoError> {
+        let bad = |name: &'static str, value: String, rule: &'static str| {
+            Err(VideoError::Setting { name, value, rule })
+        };
+        for (name, v) in [("fps", self.fps), ("folder fps", self.folder_fps)] {
+            if let Some(f) = v {
+                if !(f.is_finite() && f > 0.0 && f <= 1000.0) {
+                    return bad(name, f.to_string(), "a number above 0 and at most 1000");
+                }
+            }
+        }
+        if let Some(n) = self.max_frames {
+            if !(1..=MAX_FRAMES_LIMIT).contains(&n) {
+                return bad(
+                    "max frames",
+                    n.to_string(),
+                    "from 1 to 1024 (MAX_FRAMES_LIMIT)",
+                );
+            }
+        }
+        if let Some(n) = self.frame_slices {
+            if !(1..=9).contains(&n) {
+                return bad("frame slices", n.to_string(), "from 1 to 9");
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the video and takes its frames by `spec`'s rule (or this request's settings):
+    /// which frames, their size, and how many slices each gets. Reads headers only.
+    pub fn open(&self, spec: &VideoSpec, max_pixels: u64) -> Result<OpenedVideo, VideoError> {
+        self.check()?;
+        let source = FrameSource::open(&self.path, self.folder_fps.unwrap_or(1.0), max_pixels)?;
+        let rule = match self.max_frames {
+            Some(n) => spec.frames.with_max_frames(n),
+            None => spec.frames,
+        };
+        let fps = self.fps.unwrap_or_else(|| rule.default_fps());
+        let sample = rule
+            .sample_at(source.info(), fps)
+            .map_err(|reason| VideoError::Sample {
+                path: self.path.clone(),
+                reason,
+            })?;
+        let (width, height) = source.dimensions()?;
+        Ok(OpenedVideo {
+            rule,
+            fps,
+            sample,
+            width,
+            height,
+            max_slices: self.frame_slices.unwrap_or(spec.max_slices),
+            separator: spec.separator.clone(),
+            source,
+        })
+    }
+}
+
+/// A video opened for a question: the frames that will be taken and how they are laid out.
+#[derive(Debug, Clone)]
+pub struct OpenedVideo {
+    /// Where the frames come from.
+    pub source: FrameSource,
+    /// The rule, with its cap.
+    pub rule: FrameRule,
+    /// Frames taken per second.
+    pub fps: f64,
+    /// The frames taken.
+    pub sample: FrameSample,
+    /// Every frame's width.
+    pub width: u32,
+    /// Every frame's height.
+    pub height: u32,
+    /// Slices per frame at most.
+    pub max_slices: u32,
+    /// The text between frames, and between the last frame and the question.
+    pub separator: String,
+}
+
+impl OpenedVideo {
+    /// Frames taken.
+    pub fn n_frames(&self) -> usize {
+        self.sample.indices.len()
+    }
+}
 
 /// A video's frame count and rate, as its container states them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,8 +250,40 @@ fn linspace_int(last: usize, num: usize) -> Vec<usize> {
 }
 
 impl FrameRule {
-    /// The frames this rule takes from `video`. See the module docs for each rule's source.
+    /// The frames this rule takes from `video` at its reference rate ([`FrameRule::default_fps`]).
+    /// See the module docs for each rule's source.
     pub fn sample(&self, video: VideoInfo) -> Result<FrameSample, SampleError> {
+        self.sample_at(video, self.default_fps())
+    }
+
+    /// Frames per second the reference takes: 1 for [`FrameRule::Stride`] and
+    /// [`FrameRule::PerSecond`], `choose_fps` for [`FrameRule::Uniform`].
+    pub fn default_fps(&self) -> f64 {
+        match *self {
+            FrameRule::Uniform { choose_fps, .. } => choose_fps,
+            FrameRule::Stride { .. } | FrameRule::PerSecond { .. } => 1.0,
+        }
+    }
+
+    /// The same rule with a cap of `max_frames`.
+    pub fn with_max_frames(self, max_frames: usize) -> FrameRule {
+        match self {
+            FrameRule::Stride { .. } => FrameRule::Stride { max_frames },
+            FrameRule::Uniform { choose_fps, .. } => FrameRule::Uniform {
+                choose_fps,
+                max_frames,
+            },
+            FrameRule::PerSecond { .. } => FrameRule::PerSecond { max_frames },
+        }
+    }
+
+    /// [`FrameRule::sample`] at `fps` frames per second instead of the reference's rate: the
+    /// stride becomes `round(video fps / fps)`, 4.5's `choose_fps` becomes `fps`, and 4.6 takes
+    /// the frame at each `1 / fps` seconds. At the default rate this is the reference exactly.
+    pub fn sample_at(&self, video: VideoInfo, fps: f64) -> Result<FrameSample, SampleError> {
+        if !(fps.is_finite() && fps > 0.0) {
+            return Err(SampleError::BadRate(fps));
+        }
         if video.n_frames == 0 {
             return Err(SampleError::NoFrames);
         }
@@ -109,12 +291,9 @@ impl FrameRule {
             return Err(SampleError::BadRate(video.fps));
         }
         let indices = match *self {
-            FrameRule::Stride { max_frames } => stride(video, max_frames)?,
-            FrameRule::Uniform {
-                choose_fps,
-                max_frames,
-            } => uniform(video, choose_fps, max_frames)?,
-            FrameRule::PerSecond { max_frames } => per_second(video, max_frames)?,
+            FrameRule::Stride { max_frames } => stride(video, max_frames, fps)?,
+            FrameRule::Uniform { max_frames, .. } => uniform(video, fps, max_frames)?,
+            FrameRule::PerSecond { max_frames } => per_second(video, max_frames, fps)?,
         };
         let times = indices.iter().map(|&i| i as f64 / video.fps).collect();
         Ok(FrameSample { indices, times })
@@ -138,10 +317,10 @@ fn check_cap(max_frames: usize) -> Result<(), SampleError> {
     }
 }
 
-/// 2.6: `range(0, n, round(fps))`, then `uniform_sample` to the cap.
-fn stride(v: VideoInfo, max_frames: usize) -> Result<Vec<usize>, SampleError> {
+/// 2.6: `range(0, n, round(video fps / fps))`, then `uniform_sample` to the cap.
+fn stride(v: VideoInfo, max_frames: usize, fps: f64) -> Result<Vec<usize>, SampleError> {
     check_cap(max_frames)?;
-    let step = (py_round(v.fps) as usize).max(1);
+    let step = (py_round(v.fps / fps) as usize).max(1);
     let all: Vec<usize> = (0..v.n_frames).step_by(step).collect();
     Ok(if all.len() > max_frames {
         uniform_sample(&all, max_frames)
@@ -168,16 +347,18 @@ fn uniform(v: VideoInfo, choose_fps: f64, max_frames: usize) -> Result<Vec<usize
     Ok(uniform_sample(&all, (wanted as usize).max(1)))
 }
 
-/// 4.6: the start of each second, or a 0.1 s grid cut down by `linspace` past the cap.
-fn per_second(v: VideoInfo, max_frames: usize) -> Result<Vec<usize>, SampleError> {
+/// 4.6: the start of each second (each `1 / fps` s), or past the cap a 0.1 s grid (finer when
+/// `fps` is above 10) cut down by `linspace`.
+fn per_second(v: VideoInfo, max_frames: usize, fps: f64) -> Result<Vec<usize>, SampleError> {
     check_cap(max_frames)?;
     let duration = v.duration();
     let last = v.n_frames - 1;
-    if duration > max_frames as f64 {
-        let n_ticks = (duration / 0.1) as usize;
-        // round(i * 0.1, 1) is the double nearest i / 10.
+    if duration * fps > max_frames as f64 {
+        let per_tick = 10f64.max(fps.ceil());
+        let n_ticks = (duration * per_tick) as usize;
+        // At 10 ticks a second, round(i * 0.1, 1) is the double nearest i / 10.
         let main: Vec<usize> = (0..n_ticks)
-            .map(|i| (((i as f64 / 10.0) * v.fps) as usize).min(last))
+            .map(|i| (((i as f64 / per_tick) * v.fps) as usize).min(last))
             .collect();
         if main.len() > max_frames {
             return Ok(linspace_int(main.len() - 1, max_frames)
@@ -187,9 +368,9 @@ fn per_second(v: VideoInfo, max_frames: usize) -> Result<Vec<usize>, SampleError
         }
         return Ok(main);
     }
-    let seconds = duration.ceil() as usize;
-    Ok((0..seconds)
-        .map(|i| ((i as f64 * v.fps) as usize).min(last))
+    let ticks = (duration * fps).ceil() as usize;
+    Ok((0..ticks)
+        .map(|i| (((i as f64 / fps) * v.fps) as usize).min(last))
         .collect())
 }
 

@@ -10,6 +10,7 @@ use image::codecs::gif::GifDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::{AnimationDecoder, Frame, ImageDecoder, ImageFormat};
 
+use super::ffmpeg::FfmpegVideo;
 use super::VideoInfo;
 use crate::vision::{load_image, ImageError, LoadedImage, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_SIDE};
 
@@ -84,7 +85,78 @@ pub enum VideoError {
     /// A frame of a folder failed to load.
     #[error(transparent)]
     Frame(#[from] ImageError),
+    /// `ffprobe` or `ffmpeg` is needed for this file and cannot be found.
+    #[error("{program} is needed to read video {} and was not found: install ffmpeg (Debian/Ubuntu: apt-get install ffmpeg; macOS: brew install ffmpeg), set MINICPMV_FFMPEG and MINICPMV_FFPROBE to the programs, or pass an animated GIF/WebP or a folder of numbered frames", path.display())]
+    NoFfmpeg {
+        /// `ffmpeg` or `ffprobe`.
+        program: &'static str,
+        /// The video.
+        path: PathBuf,
+    },
+    /// `ffprobe` could not read the file's header (not a video, corrupt, no video stream).
+    #[error("cannot read video {}: {reason}", path.display())]
+    Probe {
+        /// The video.
+        path: PathBuf,
+        /// ffprobe's message, or what its answer lacks.
+        reason: String,
+    },
+    /// `ffmpeg` failed, was killed, or gave fewer frames than the header announced.
+    #[error("cannot decode video {}: {reason}", path.display())]
+    Ffmpeg {
+        /// The video.
+        path: PathBuf,
+        /// What happened.
+        reason: String,
+    },
+    /// The header announces a video longer than [`MAX_VIDEO_SECS`].
+    #[error("video {} lasts {secs:.0} s by its header, above the limit of {limit} s ({} h): every frame up to the last one taken is decoded, so cut it first (e.g. ffmpeg -ss START -t SECONDS -i IN -c copy OUT)", path.display(), limit / 3600)]
+    TooLong {
+        /// The video.
+        path: PathBuf,
+        /// Its duration by its header.
+        secs: f64,
+        /// [`MAX_VIDEO_SECS`].
+        limit: u64,
+    },
+    /// A video setting is out of range.
+    #[error("video {name} {value} is out of range: it must be {rule}")]
+    Setting {
+        /// The setting, in words (`fps`, `max frames`, ...).
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range.
+        rule: &'static str,
+    },
+    /// The frame rule cannot sample this video (no frame, a bad rate).
+    #[error("cannot take frames from video {}: {reason}", path.display())]
+    Sample {
+        /// The video.
+        path: PathBuf,
+        /// Why.
+        reason: super::SampleError,
+    },
+    /// A frame of a folder differs in size from the first frame.
+    #[error("frame {} is {width}x{height}, but the video's frames are {expected_width}x{expected_height}: every frame must have the same size", path.display())]
+    FrameSize {
+        /// The frame's file.
+        path: PathBuf,
+        /// Its width.
+        width: u32,
+        /// Its height.
+        height: u32,
+        /// The first frame's width.
+        expected_width: u32,
+        /// The first frame's height.
+        expected_height: u32,
+    },
 }
+
+/// Longest video accepted, in seconds by its header (4 hours): frames are decoded in order up
+/// to the last one taken, so a longer video costs hours, and a header claiming it on a small
+/// file is a lie.
+pub const MAX_VIDEO_SECS: u64 = 4 * 3600;
 
 /// Browsers show a GIF frame delay of 10 ms or less as 100 ms; so do we when we derive a rate.
 const MIN_DELAY_MS: f64 = 10.0;
@@ -310,6 +382,16 @@ impl FrameFolder {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// The first frame's size, from its header.
+    fn dimensions(&self) -> Result<(u32, u32), VideoError> {
+        let first = &self.files[0];
+        image::image_dimensions(first).map_err(|e| VideoError::Decode {
+            path: first.clone(),
+            index: 0,
+            reason: e.to_string(),
+        })
+    }
 }
 
 /// A video to take frames from.
@@ -319,30 +401,130 @@ pub enum FrameSource {
     Animation(Animation),
     /// A folder of numbered frames.
     Folder(FrameFolder),
+    /// Any other video file, read by the ffmpeg programs.
+    Ffmpeg(FfmpegVideo),
+}
+
+/// What the first bytes of a file say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Animation,
+    Still,
+    Other,
+}
+
+fn sniff(path: &Path) -> Result<Kind, VideoError> {
+    let mut head = [0u8; 64];
+    let mut f = std::fs::File::open(path).map_err(|source| VideoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let n = std::io::Read::read(&mut f, &mut head).map_err(|source| VideoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(match image::guess_format(&head[..n]) {
+        Ok(ImageFormat::Gif | ImageFormat::WebP) => Kind::Animation,
+        Ok(_) => Kind::Still,
+        Err(_) => Kind::Other,
+    })
 }
 
 impl FrameSource {
+    /// Opens `path` as a video: a folder of numbered frames (at `folder_fps` frames per second),
+    /// an animated GIF or WebP (read here), or any other file (read by ffmpeg). Refused: a still
+    /// image, frames above `max_pixels`, and a video longer than [`MAX_VIDEO_SECS`].
+    pub fn open(path: &Path, folder_fps: f64, max_pixels: u64) -> Result<FrameSource, VideoError> {
+        let p = || path.to_path_buf();
+        let meta =
+            std::fs::metadata(path).map_err(|source| VideoError::Io { path: p(), source })?;
+        let source = if meta.is_dir() {
+            FrameSource::Folder(FrameFolder::open(path, folder_fps, max_pixels)?)
+        } else {
+            if let Some(kind) = crate::gguf::special_file_kind(&meta) {
+                return Err(VideoError::Io {
+                    path: p(),
+                    source: std::io::Error::other(format!("{kind}, not a regular file")),
+                });
+            }
+            if meta.len() == 0 {
+                return Err(VideoError::NoFrames { path: p() });
+            }
+            match sniff(path)? {
+                Kind::Animation => FrameSource::Animation(Animation::open(path, max_pixels)?),
+                Kind::Still => {
+                    return Err(VideoError::NotAnimation {
+                        path: p(),
+                        still: true,
+                    })
+                }
+                Kind::Other => FrameSource::Ffmpeg(FfmpegVideo::open(path, max_pixels)?),
+            }
+        };
+        let secs = source.info().duration();
+        if secs.is_nan() || secs > MAX_VIDEO_SECS as f64 {
+            return Err(VideoError::TooLong {
+                path: p(),
+                secs,
+                limit: MAX_VIDEO_SECS,
+            });
+        }
+        Ok(source)
+    }
+
     /// Frame count and rate.
     pub fn info(&self) -> VideoInfo {
         match self {
             FrameSource::Animation(a) => a.info(),
             FrameSource::Folder(f) => f.info(),
+            FrameSource::Ffmpeg(v) => v.info(),
+        }
+    }
+
+    /// Width and height of the frames (a folder's: its first frame's, from its header).
+    pub fn dimensions(&self) -> Result<(u32, u32), VideoError> {
+        match self {
+            FrameSource::Animation(a) => a.dimensions(),
+            FrameSource::Folder(f) => f.dimensions(),
+            FrameSource::Ffmpeg(v) => Ok(v.dimensions()),
+        }
+    }
+
+    /// The path given.
+    pub fn path(&self) -> &Path {
+        match self {
+            FrameSource::Animation(a) => &a.path,
+            FrameSource::Folder(f) => &f.dir,
+            FrameSource::Ffmpeg(v) => v.path(),
         }
     }
 
     /// The frames at `indices` (ascending; a repeated index yields its frame again), decoded
     /// one at a time: frames not asked for are decoded (an animation's frames build on each
-    /// other) and dropped, never kept.
+    /// other) and dropped, never kept. Every frame has the size of [`FrameSource::dimensions`]
+    /// (a folder frame of another size is an error).
     pub fn frames<'a>(
         &'a self,
         indices: &'a [usize],
     ) -> Result<Box<dyn Iterator<Item = Result<LoadedImage, VideoError>> + 'a>, VideoError> {
         match self {
-            FrameSource::Folder(f) => Ok(Box::new(
-                indices
-                    .iter()
-                    .map(move |&i| Ok(load_image(&f.files[i], f.max_pixels)?)),
-            )),
+            FrameSource::Ffmpeg(v) => Ok(Box::new(v.frames(indices)?)),
+            FrameSource::Folder(f) => {
+                let (w, h) = f.dimensions()?;
+                Ok(Box::new(indices.iter().map(move |&i| {
+                    let img = load_image(&f.files[i], f.max_pixels)?;
+                    if (img.width, img.height) != (w, h) {
+                        return Err(VideoError::FrameSize {
+                            path: f.files[i].clone(),
+                            width: img.width,
+                            height: img.height,
+                            expected_width: w,
+                            expected_height: h,
+                        });
+                    }
+                    Ok(img)
+                })))
+            }
             FrameSource::Animation(a) => {
                 let mut wanted = indices.iter().copied().peekable();
                 let mut out: Vec<Result<LoadedImage, VideoError>> = Vec::new();
