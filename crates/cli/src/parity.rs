@@ -10,6 +10,7 @@ use minicpmv::session::run::RunConfig;
 use minicpmv::tools::parity::{compare, SeqItem};
 use minicpmv::{Pair, RunRequest, SessionOptions};
 
+use super::common::VideoArgs;
 use super::output::Stdout;
 
 #[derive(Debug, Args)]
@@ -21,8 +22,12 @@ pub struct ParityArgs {
     #[arg(long, value_name = "MMPROJ.gguf")]
     pub mmproj: PathBuf,
     /// Image file; repeat for several.
-    #[arg(long = "image", value_name = "IMG", required = true)]
+    #[arg(long = "image", value_name = "IMG", required_unless_present = "video")]
     pub images: Vec<PathBuf>,
+    /// A video instead of images: its sampled frames (each sliced up to 9 times, as llama.cpp
+    /// does) go through both pipelines; llama.cpp's is given the decoded frames as images.
+    #[command(flatten)]
+    pub video: VideoArgs,
     #[arg(short, long, default_value = "Describe this image.")]
     pub prompt: String,
     /// Greedy tokens to generate and compare.
@@ -51,10 +56,13 @@ pub fn main(args: ParityArgs) -> Result<bool> {
     let options = SessionOptions::default()
         .threads(threads)
         .context(args.ctx_size);
-    let request = RunRequest::new(args.prompt)
+    let mut request = RunRequest::new(args.prompt)
         .images(args.images)
         .max_tokens(args.n_predict as usize)
         .ignore_eos(true);
+    if let Some(video) = args.video.request() {
+        request = request.video(video.frame_slices(options::DEFAULT_MAX_SLICES));
+    }
     let cfg = RunConfig::new(Pair::new(args.model, args.mmproj), options, request);
     let report = compare(&cfg)?;
     let holds = report.holds(args.tolerance);

@@ -19,3 +19,4 @@ mod quantize;
 mod run_versions;
 mod serve;
 mod slice_plan;
+mod video;

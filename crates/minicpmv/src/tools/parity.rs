@@ -12,7 +12,8 @@ use crate::ffi::mtmd::{ChunkInfo, Mtmd};
 use crate::ffi::{ClipProjector, Context, Model, SamplerParams, Token};
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::session::run::{mtmd_images, plan_images, prepare, run, Pipeline, RunConfig, RunError};
-use crate::vision::{preprocess, SlicePlan};
+use crate::vision::video::VideoError;
+use crate::vision::{preprocess, LoadedImage, SlicePlan};
 
 /// One element of a model input sequence, comparable across pipelines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -134,12 +135,26 @@ fn merge_text(items: impl IntoIterator<Item = SeqItem>) -> Vec<SeqItem> {
 pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
     let mut cfg = cfg.clone();
     cfg.request.max_slices = 9;
+    if let Some(v) = &mut cfg.request.video {
+        v.frame_slices = Some(9);
+    }
     cfg.request.generation.ignore_eos = true;
     cfg.request.generation.sampling = SamplerParams {
         temperature: 0.0,
         ..SamplerParams::default()
     };
     let prep = prepare(&cfg)?;
+    // A video's sampled frames, decoded, follow the images in both pipelines.
+    let images: Vec<LoadedImage> = match &prep.video {
+        Some(v) => prep
+            .images
+            .iter()
+            .cloned()
+            .map(Ok)
+            .chain(v.source.frames(&v.sample.indices)?)
+            .collect::<Result<_, VideoError>>()?,
+        None => prep.images.clone(),
+    };
     let model = Model::load(&cfg.pair.model, cfg.options.load)?;
 
     // llama.cpp's sequence and embeddings.
@@ -150,7 +165,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         true,
         cfg.options.projector_attention,
     )?;
-    let rgb = mtmd_images(&prep.images);
+    let rgb = mtmd_images(&images);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
     let infos = chunks.infos();
     let n_embd = model.n_embd();
@@ -179,7 +194,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         cfg.options.projector_attention,
     )?;
     let info = *projector.info();
-    let plans = plan_images(&prep.images, &format)?;
+    let plans = plan_images(&images, &format)?;
     let layout = LayoutTokens::lookup(&model)?;
     let plan_refs: Vec<&SlicePlan> = plans.iter().collect();
     let segments = sequence::build_sequence(
@@ -195,7 +210,7 @@ pub fn compare(cfg: &RunConfig) -> Result<ParityReport, RunError> {
         Segment::Chunk { n_tokens, .. } => SeqItem::Image(*n_tokens),
     }));
     let mut ours = Vec::new();
-    for (img, plan) in prep.images.iter().zip(&plans) {
+    for (img, plan) in images.iter().zip(&plans) {
         let pre =
             preprocess(img, plan, info.image_mean, info.image_std).map_err(NativeError::from)?;
         for chunk in pre.chunks() {

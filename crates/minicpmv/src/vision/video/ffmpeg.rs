@@ -90,18 +90,18 @@ fn tail_text(tail: &Mutex<Vec<u8>>) -> String {
     }
 }
 
-/// How a program ended, in words: `exit code 1`, `killed by signal 9`.
+/// How a program ended, in words: `ended with exit code 1`, `was killed by signal 9`.
 fn status_text(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(sig) = status.signal() {
-            return format!("killed by signal {sig}");
+            return format!("was killed by signal {sig}");
         }
     }
     match status.code() {
-        Some(c) => format!("exit code {c}"),
-        None => "an unknown status".to_string(),
+        Some(c) => format!("ended with exit code {c}"),
+        None => "ended with an unknown status".to_string(),
     }
 }
 
@@ -205,7 +205,7 @@ impl FfmpegVideo {
             return Err(VideoError::Probe {
                 path: path.to_path_buf(),
                 reason: format!(
-                    "ffprobe ended with {}: {}",
+                    "ffprobe {}: {}",
                     status_text(status),
                     tail_text(&tail)
                 ),
@@ -401,6 +401,11 @@ pub struct FfmpegFrames {
 }
 
 impl FfmpegFrames {
+    /// The `ffmpeg` process's id while it runs (for tests that check it is gone).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn frame_bytes(&self) -> usize {
         self.video.width as usize * self.video.height as usize * 3
     }
@@ -437,7 +442,7 @@ impl FfmpegFrames {
             Some(s) if !s.success() => VideoError::Ffmpeg {
                 path,
                 reason: format!(
-                    "ffmpeg ended with {} before frame {index}: {}",
+                    "ffmpeg {} before frame {index}: {}",
                     status_text(s),
                     tail_text(&self.tail)
                 ),
@@ -584,7 +589,7 @@ pub fn write_mp4(
         return Err(VideoError::Ffmpeg {
             path: path.to_path_buf(),
             reason: format!(
-                "ffmpeg ended with {} while encoding: {}",
+                "ffmpeg {} while encoding: {}",
                 status_text(status),
                 tail_text(&tail)
             ),
@@ -596,6 +601,58 @@ pub fn write_mp4(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 2 s, 10 fps, 64x48 MP4 whose frame i is filled with grey level 10 * i, written with
+    /// ffmpeg (which the CI installs; these tests fail without it).
+    fn clip(dir: &Path) -> PathBuf {
+        let path = dir.join("clip.mp4");
+        let mut frames = (0..20u8).map(|i| vec![i * 10; 64 * 48 * 3]);
+        write_mp4(&path, 64, 48, 10, &mut frames).expect("ffmpeg must be installed");
+        path
+    }
+
+    /// Whether a process runs (or is a zombie) under this pid.
+    fn exists(pid: u32) -> bool {
+        Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    fn ffmpeg_gives_the_sampled_frames_in_order_and_repeats_a_repeated_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FfmpegVideo::open(&clip(dir.path()), u64::MAX).unwrap();
+        assert_eq!(v.info().n_frames, 20);
+        assert_eq!(v.info().fps, 10.0);
+        let frames: Vec<LoadedImage> = v
+            .frames(&[0, 5, 5, 19])
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let grey: Vec<i32> = frames.iter().map(|f| i32::from(f.rgb[0])).collect();
+        // H.264 in yuv420p is lossy: grey levels come back within a few steps.
+        for (got, want) in grey.iter().zip([0, 50, 50, 190]) {
+            assert!((got - want).abs() <= 4, "{grey:?}");
+        }
+        assert!(frames.iter().all(|f| (f.width, f.height) == (64, 48)));
+    }
+
+    #[test]
+    fn a_reader_dropped_early_leaves_no_ffmpeg_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = FfmpegVideo::open(&clip(dir.path()), u64::MAX).unwrap();
+        let mut frames = v.frames(&[0, 10, 19]).unwrap();
+        let pid = frames.pid().unwrap();
+        assert!(frames.next().unwrap().is_ok());
+        assert!(exists(pid));
+        drop(frames);
+        // Killed and reaped: not even a zombie remains.
+        assert!(!exists(pid), "ffmpeg {pid} is still there");
+        // Read to the end, the same.
+        let mut frames = v.frames(&[0, 19]).unwrap();
+        let pid = frames.pid().unwrap();
+        assert_eq!(frames.by_ref().count(), 2);
+        assert!(frames.next().is_none());
+        assert!(!exists(pid));
+    }
 
     fn probe(json: &str) -> Probe {
         serde_json::from_str(json).unwrap()
