@@ -2,8 +2,8 @@
 //!
 //! Input: with a terminal on stdin, a line editor (rustyline); otherwise plain lines from stdin,
 //! so a script can be piped in. Each line is a user message, except the commands `/image PATH`
-//! (attach an image to the next message), `/reset` (forget the conversation), `/quit` and
-//! `/help`. EOF ends the session. Answers stream to stdout (or, with `--json`, one JSON object
+//! (attach an image to the next message), `/video PATH` (attach a video instead), `/reset`
+//! (forget the conversation), `/quit` and `/help`. EOF ends the session. Answers stream to stdout (or, with `--json`, one JSON object
 //! per turn, JSON lines); per-turn statistics go to stderr. Ctrl-C during an answer stops that
 //! answer, not the program.
 
@@ -20,7 +20,7 @@ use minicpmv::session::chat::{ChatConfig, ChatLine, ChatSession, TurnOutput};
 use minicpmv::session::run::Event;
 use minicpmv::Pair;
 
-use super::common::{CacheArgs, GenerationArgs, ModelArgs};
+use super::common::{CacheArgs, GenerationArgs, ModelArgs, VideoArgs};
 use super::output::{show_progress, EncodeProgress, Stdout, ThinkingOutput};
 
 #[derive(Debug, Args)]
@@ -30,6 +30,11 @@ pub struct ChatArgs {
     /// Image attached to the first message; repeat for several. Later: `/image PATH`.
     #[arg(long = "image", value_name = "IMG")]
     pub images: Vec<PathBuf>,
+    /// (--video: attached to the first message; later: `/video PATH`, with the same frame
+    /// settings. Frame embeddings are cached: asking again about a video costs no projector
+    /// call.)
+    #[command(flatten)]
+    pub video: VideoArgs,
     /// A system message at the start of the conversation (default: the model's own).
     #[arg(long)]
     pub system: Option<String>,
@@ -150,15 +155,19 @@ impl Input {
     }
 }
 
-const HELP: &str = "commands: /image PATH (attach an image to the next message), /reset (forget the conversation), /quit, /help; any other line is a message";
+const HELP: &str = "commands: /image PATH (attach an image to the next message), /video PATH (attach a video instead), /reset (forget the conversation), /quit, /help; any other line is a message";
 
 pub fn main(args: ChatArgs) -> Result<()> {
     let (model_path, mmproj, _synthetic) = args.pair.resolve()?;
     let gen = &args.gen;
+    let first_video = args.video.request();
     let low_mem = gen.low_mem_for(
         &model_path,
         &mmproj,
-        &minicpmv::plan::memory::Media::images(&args.images),
+        &minicpmv::plan::memory::Media {
+            images: &args.images,
+            video: first_video.as_ref(),
+        },
     );
     let mut loaded = Pair::open(
         &model_path,
@@ -176,6 +185,9 @@ pub fn main(args: ChatArgs) -> Result<()> {
     let mut session = loaded.chat(config)?;
     for img in &args.images {
         session.attach_image(img)?;
+    }
+    if let Some(video) = &first_video {
+        session.attach_video(video)?;
     }
     install_ctrl_c();
     let mut input = Input::open();
@@ -201,6 +213,10 @@ pub fn main(args: ChatArgs) -> Result<()> {
             }
             ChatLine::Image("") => Err(anyhow::anyhow!("usage: /image PATH")),
             ChatLine::Image(path) => session.attach_image(Path::new(path)).map_err(Into::into),
+            ChatLine::Video("") => Err(anyhow::anyhow!("usage: /video PATH")),
+            ChatLine::Video(path) => session
+                .attach_video(&args.video.request_for(Path::new(path)))
+                .map_err(Into::into),
             ChatLine::Unknown(name) => Err(anyhow::anyhow!("unknown command /{name}; {HELP}")),
             ChatLine::Ask(text) => turn(&mut session, text, &args, &mut stdout),
         };

@@ -341,7 +341,11 @@ pub struct VideoArgs {
 impl VideoArgs {
     /// The library's request for `--video`, if given.
     pub fn request(&self) -> Option<VideoRequest> {
-        let path = self.video.as_ref()?;
+        Some(self.request_for(self.video.as_ref()?))
+    }
+
+    /// A request for the video at `path` with these settings (chat's `/video PATH`).
+    pub fn request_for(&self, path: &Path) -> VideoRequest {
         let mut v = VideoRequest::new(path).folder_fps(self.folder_fps);
         if let Some(fps) = self.fps {
             v = v.fps(fps);
@@ -352,7 +356,7 @@ impl VideoArgs {
         if let Some(n) = self.frame_slices {
             v = v.frame_slices(n);
         }
-        Some(v)
+        v
     }
 }
 

@@ -123,7 +123,10 @@ impl ApiError {
             | ChatError::Format(_)
             | ChatError::Nothing
             | ChatError::LastNotUser { .. }
-            | ChatError::ImageChanged { .. } => ApiError::bad("messages", message),
+            | ChatError::ImageChanged { .. }
+            | ChatError::Video(_)
+            | ChatError::VideoWithImages
+            | ChatError::VideoChanged { .. } => ApiError::bad("messages", message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         }
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 mod ollama;
 mod openai;
 pub mod request;
+pub mod video;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -113,6 +114,8 @@ pub struct AppState {
     pub loaded: Arc<OnceLock<Loaded>>,
     /// Unix seconds when the server started.
     pub started: u64,
+    /// Videos of requests, written for ffmpeg.
+    pub videos: Arc<video::VideoStore>,
 }
 
 /// Why the server stopped with an error.
@@ -294,6 +297,7 @@ pub async fn serve(
         metrics,
         loaded: Arc::new(OnceLock::new()),
         started: unix_now(),
+        videos: Arc::new(video::VideoStore::new().map_err(ServeError::Io)?),
     };
     let loaded_slot = Arc::clone(&app.loaded);
 
@@ -427,6 +431,7 @@ mod tests {
             engine,
             loaded: Arc::new(OnceLock::new()),
             started: 0,
+            videos: Arc::new(video::VideoStore::new().unwrap()),
         };
         (router(state), jobs)
     }

@@ -188,6 +188,7 @@ pub async fn chat(State(app): State<AppState>, body: Body) -> Response {
                 role,
                 text: m.content.clone(),
                 images: images(&m.images, &format!("messages[{i}].images"), &app).await?,
+                video: None,
             });
         }
         let stop = req.options.stop.clone().unwrap_or_default();
@@ -235,12 +236,14 @@ pub async fn generate(State(app): State<AppState>, body: Body) -> Response {
                 role: Role::System,
                 text: system.clone(),
                 images: Vec::new(),
+                video: None,
             });
         }
         conversation.push(ConversationMessage {
             role: Role::User,
             text: req.prompt.clone(),
             images: images(&req.images, "images", &app).await?,
+            video: None,
         });
         let stop = req.options.stop.clone().unwrap_or_default();
         let started =

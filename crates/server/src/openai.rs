@@ -109,6 +109,8 @@ impl InRole {
 enum Piece<'a> {
     Text(&'a str),
     Image(&'a str),
+    /// An `input_video` part (llama-server's name): its object.
+    Video(&'a serde_json::Map<String, Value>),
 }
 
 /// The pieces of `messages[i].content`: a string, or an array of `text` and `image_url` parts.
@@ -178,9 +180,19 @@ fn part<'a>(field: &str, p: &'a Value) -> Result<Piece<'a>, ApiError> {
                 other => Ok(Piece::Image(str_at(other, &name)?)),
             }
         }
+        "input_video" => match p.get("input_video") {
+            Some(Value::Object(o)) => Ok(Piece::Video(o)),
+            other => Err(ApiError::bad(
+                format!("{field}.input_video"),
+                format!(
+                    "{field}.input_video is {}; it must be an object with \"data\" (base64) or \"url\"",
+                    other.map_or("missing", kind)
+                ),
+            )),
+        },
         t => Err(ApiError::bad(
             format!("{field}.type"),
-            format!("{field}.type is {t:?}; this server takes \"text\" and \"image_url\" parts"),
+            format!("{field}.type is {t:?}; this server takes \"text\", \"image_url\" and \"input_video\" parts"),
         )),
     }
 }
@@ -215,6 +227,7 @@ async fn conversation(
     for (i, (m, pieces)) in req.messages.iter().zip(&all).enumerate() {
         let mut texts: Vec<String> = Vec::new();
         let mut images = Vec::new();
+        let mut video = None;
         let first_text = pieces.iter().position(|p| matches!(p, Piece::Text(_)));
         let last_image = pieces.iter().rposition(|p| matches!(p, Piece::Image(_)));
         let interleaved = matches!((first_text, last_image), (Some(t), Some(im)) if t < im);
@@ -231,15 +244,99 @@ async fn conversation(
                         texts.push(marker.clone());
                     }
                 }
+                Piece::Video(o) => {
+                    let field = format!("messages[{i}].content[{j}].input_video");
+                    if m.role != InRole::User {
+                        return Err(ApiError::bad(field, format!("messages[{i}] is not a user message; only user messages can carry a video")));
+                    }
+                    if video.is_some() {
+                        return Err(ApiError::bad(
+                            field,
+                            format!("messages[{i}] has a second video; a message takes one"),
+                        ));
+                    }
+                    video = Some(video_request(o, &field, app).await?);
+                }
             }
+        }
+        if video.is_some() && !images.is_empty() {
+            return Err(ApiError::bad(
+                format!("messages[{i}].content"),
+                format!("messages[{i}] has a video and images; a message takes a video alone"),
+            ));
         }
         out.push(ConversationMessage {
             role: m.role.role(),
             text: texts.join("\n"),
             images,
+            video,
         });
     }
     Ok(out)
+}
+
+/// An `input_video` part: `data` (base64) or `url` (as `image_url.url`), and our own optional
+/// `fps`, `max_frames` and `frame_slices`. The bytes are written to the server's video folder.
+async fn video_request(
+    o: &serde_json::Map<String, Value>,
+    field: &str,
+    app: &AppState,
+) -> Result<minicpmv::vision::video::VideoRequest, ApiError> {
+    let (name, reference) = match (o.get("data"), o.get("url")) {
+        (Some(Value::String(d)), None) => (format!("{field}.data"), d.as_str()),
+        (None, Some(Value::String(u))) => (format!("{field}.url"), u.as_str()),
+        _ => {
+            return Err(ApiError::bad(
+                field,
+                format!("{field} must have one of \"data\" (base64) and \"url\", as a string"),
+            ))
+        }
+    };
+    let bytes = image_bytes(reference, &name, &app.config, Flavor::OpenAi).await?;
+    let path = app.videos.store(&bytes.bytes).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot store the video of {field}: {e}"),
+        )
+    })?;
+    let mut req = minicpmv::vision::video::VideoRequest::new(path);
+    let number = |key: &str| -> Result<Option<f64>, ApiError> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(ApiError::bad(
+                format!("{field}.{key}"),
+                format!("{field}.{key} is {}; it must be a number", kind(other)),
+            )),
+        }
+    };
+    let whole = |key: &str, v: f64| -> Result<u64, ApiError> {
+        if v.fract() == 0.0 && v >= 0.0 && v <= u32::MAX as f64 {
+            Ok(v as u64)
+        } else {
+            Err(ApiError::bad(
+                format!("{field}.{key}"),
+                format!("{field}.{key} is {v}; it must be a whole number"),
+            ))
+        }
+    };
+    if let Some(fps) = number("fps")? {
+        req = req.fps(fps);
+    }
+    if let Some(n) = number("max_frames")? {
+        req = req.max_frames(whole("max_frames", n)? as usize);
+    }
+    if let Some(n) = number("frame_slices")? {
+        req = req.frame_slices(whole("frame_slices", n)? as u32);
+    }
+    req.check().map_err(|e| {
+        let key = match &e {
+            minicpmv::vision::video::VideoError::Setting { name, .. } => name.replace(' ', "_"),
+            _ => String::new(),
+        };
+        ApiError::bad(format!("{field}.{key}"), format!("{field}: {e}"))
+    })?;
+    Ok(req)
 }
 
 impl ChatRequest {

@@ -534,3 +534,199 @@ fn without_ffmpeg_or_with_ffmpeg_killed_the_error_says_so_and_no_process_is_left
         .unwrap();
     assert!(left.stdout.is_empty(), "left running: {:?}", left);
 }
+
+/// `run --video` greedy, as the chat and the server answer (temperature 0, EOS ignored).
+fn run_text_and_tokens(video: &Path, prompt: &str, n: u32) -> (String, serde_json::Value) {
+    let (m, p) = tiny_pair("2.6");
+    let n = n.to_string();
+    let out = minicpmv([
+        "run",
+        "-m",
+        s(&m),
+        "--mmproj",
+        s(&p),
+        "--video",
+        s(video),
+        "-p",
+        prompt,
+        "-n",
+        &n,
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "--json",
+        "-t",
+        "2",
+    ])
+    .ok()
+    .json();
+    (
+        out["text"].as_str().unwrap().to_string(),
+        out["token_ids"].clone(),
+    )
+}
+
+#[test]
+fn chat_about_a_video_answers_as_run_does_and_asking_again_costs_no_projector_call() {
+    let (m, p) = tiny_pair("2.6");
+    let mp4 = mp4();
+    let script = format!(
+        "what happens?\nand then?\n/reset\n/video {}\nwhat happens?\n",
+        s(&mp4)
+    );
+    let out = crate::harness::minicpmv_with_stdin(
+        [
+            "chat",
+            "-m",
+            s(&m),
+            "--mmproj",
+            s(&p),
+            "--video",
+            s(&mp4),
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--ignore-eos",
+            "--json",
+            "-t",
+            "2",
+        ],
+        &script,
+    )
+    .ok();
+    let turns: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(turns.len(), 3, "{}", out.stdout);
+    let (_, tokens) = run_text_and_tokens(&mp4, "what happens?", 8);
+    assert_eq!(turns[0]["token_ids"], tokens, "turn 1 = run --video");
+    assert_eq!(turns[0]["n_images"], 5);
+    assert_eq!(turns[0]["cache_misses"], 5);
+    assert_eq!(turns[0]["n_projector_calls"], 5);
+    // A follow-up: the frames are in the KV cache.
+    assert_eq!(turns[1]["n_projector_calls"], 0);
+    assert!(turns[1]["n_reused_positions"].as_u64().unwrap() > 5 * 64);
+    // After /reset, the same video again: every frame from the embedding cache.
+    assert_eq!(turns[2]["n_projector_calls"], 0);
+    assert_eq!(turns[2]["cache_hits"], 5);
+    assert_eq!(turns[2]["token_ids"], tokens);
+}
+
+fn video_body(text: &str, input_video: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "input_video", "input_video": input_video},
+            {"type": "text", "text": text},
+        ]}],
+        "max_tokens": 8,
+        "temperature": 0,
+        "ignore_eos": true,
+    })
+}
+
+#[test]
+fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
+    use crate::serve::{answer_text, base64_of, post, Server};
+    let pair = tiny_pair("2.6");
+    let mp4 = mp4();
+    let server = Server::start(&pair, &[]);
+    let data = base64_of(&mp4);
+    let first = post(
+        server.addr,
+        "/v1/chat/completions",
+        &video_body("what happens?", serde_json::json!({ "data": data })),
+    );
+    assert_eq!(
+        answer_text(&first),
+        run_text_and_tokens(&mp4, "what happens?", 8).0
+    );
+    assert_eq!(first.json()["timings"]["projector_calls"], 5);
+    // Another question about the same video, as a data URI: no projector call.
+    let second = post(
+        server.addr,
+        "/v1/chat/completions",
+        &video_body(
+            "and the colours?",
+            serde_json::json!({ "url": format!("data:video/mp4;base64,{data}") }),
+        ),
+    );
+    assert_eq!(
+        answer_text(&second),
+        run_text_and_tokens(&mp4, "and the colours?", 8).0
+    );
+    assert_eq!(second.json()["timings"]["projector_calls"], 0);
+    // Frame settings of the part.
+    let capped = post(
+        server.addr,
+        "/v1/chat/completions",
+        &video_body(
+            "what happens?",
+            serde_json::json!({ "data": data, "max_frames": 2 }),
+        ),
+    );
+    assert_eq!(capped.status, 200, "{}", capped.text());
+    assert_eq!(
+        capped.json()["timings"]["projector_calls"],
+        0,
+        "frames 10 and 30: cached"
+    );
+    // Bad parts: 400 naming the field.
+    let junk = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x5a; 512]);
+    let gif_uri = crate::serve::data_uri(&gif());
+    let cases = [
+        (
+            serde_json::json!({}),
+            "messages[0].content[0].input_video",
+            "\"data\"",
+        ),
+        (
+            serde_json::json!({ "data": data, "fps": 0 }),
+            "messages[0].content[0].input_video.fps",
+            "out of range",
+        ),
+        (
+            serde_json::json!({ "data": data, "max_frames": "x" }),
+            "messages[0].content[0].input_video.max_frames",
+            "must be a number",
+        ),
+        (
+            serde_json::json!({ "data": junk }),
+            "messages",
+            "cannot read video",
+        ),
+    ];
+    for (part, param, needle) in cases {
+        let r = post(
+            server.addr,
+            "/v1/chat/completions",
+            &video_body("q", part.clone()),
+        );
+        assert_eq!(r.status, 400, "{part}: {}", r.text());
+        let e = &r.json()["error"];
+        assert_eq!(e["param"], param, "{part}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(needle),
+            "{part}: {e}"
+        );
+    }
+    let both = serde_json::json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "input_video", "input_video": {"data": data}},
+            {"type": "image_url", "image_url": {"url": gif_uri}},
+            {"type": "text", "text": "q"},
+        ]}],
+    });
+    let r = post(server.addr, "/v1/chat/completions", &both);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("a video and images"), "{}", r.text());
+    // Still serving.
+    let again = post(
+        server.addr,
+        "/v1/chat/completions",
+        &video_body("what happens?", serde_json::json!({ "data": data })),
+    );
+    assert_eq!(answer_text(&again), answer_text(&first));
+}

@@ -43,6 +43,7 @@ use crate::prompt::template::{self, Message, Role, ThinkingPrompt};
 use crate::session::options::{Generation, SessionOptions, DEFAULT_MAX_SLICES};
 use crate::session::run::{history_message, Event, HistoryMessage, RunError, Split};
 use crate::session::Pair;
+use crate::vision::video::{OpenedVideo, VideoError, VideoRequest};
 use crate::vision::{
     decode_image, load_image, ImageError, ImageFormat, LoadedImage, SliceError, SlicePlan,
 };
@@ -57,6 +58,8 @@ pub enum ChatLine<'a> {
     /// `/image PATH`: attach an image to the next message (quotes around the path are
     /// removed; an empty path is a usage error for the caller).
     Image(&'a str),
+    /// `/video PATH`: attach a video to the next message (quotes removed as for `/image`).
+    Video(&'a str),
     /// `/reset`: forget the conversation.
     Reset,
     /// `/quit` or `/exit`.
@@ -80,12 +83,16 @@ impl<'a> ChatLine<'a> {
         let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
         let rest = rest.trim();
         match name {
-            "image" => {
+            "image" | "video" => {
                 let unquoted = ['"', '\'']
                     .iter()
                     .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
                     .unwrap_or(rest);
-                ChatLine::Image(unquoted)
+                if name == "image" {
+                    ChatLine::Image(unquoted)
+                } else {
+                    ChatLine::Video(unquoted)
+                }
             }
             "reset" => ChatLine::Reset,
             "quit" | "exit" => ChatLine::Quit,
@@ -215,6 +222,18 @@ pub enum ChatError {
         /// The image file.
         path: PathBuf,
     },
+    /// A video could not be opened, sampled or decoded.
+    #[error(transparent)]
+    Video(#[from] VideoError),
+    /// A video and images, or two videos, for one message.
+    #[error("a message takes a video alone: not with images or another video")]
+    VideoWithImages,
+    /// The video's file changed since it was attached, and its frames had to be decoded again.
+    #[error("video {} changed on disk since it was attached to the conversation", path.display())]
+    VideoChanged {
+        /// The video.
+        path: PathBuf,
+    },
     /// [`ChatSession::ask`] with an empty text and no attached image, or
     /// [`ChatSession::answer`] with no message.
     #[error("an empty message and no image: nothing to ask")]
@@ -247,6 +266,34 @@ enum ImageSource {
     File,
     /// Encoded bytes held in memory ([`ChatSession::answer`]).
     Bytes(Arc<[u8]>),
+    /// Frame `index` (into the video's frames) of a video ([`ChatSession::attach_video`]).
+    Frame {
+        /// The video, shared by its frames.
+        video: Arc<ChatVideo>,
+        /// The frame's index in the video.
+        index: usize,
+    },
+}
+
+/// A video of the conversation: where its frames come from, and the digest of its content
+/// taken when it was attached (frame cache keys derive from it).
+#[derive(Debug)]
+struct ChatVideo {
+    opened: OpenedVideo,
+    digest: [u8; 32],
+    /// The format its frames are encoded in (the video's own slice cap).
+    format: ImageFormat,
+}
+
+/// The identity of frame `index` of a video whose content has SHA-256 `video`: what a frame's
+/// cache key is made of instead of its pixels (which are not decoded until needed).
+fn frame_digest(video: &[u8; 32], index: usize) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"minicpmv video frame");
+    h.update(video);
+    h.update((index as u64).to_le_bytes());
+    h.finalize().into()
 }
 
 /// An image of the conversation.
@@ -269,6 +316,8 @@ struct ChatMessage {
     role: Role,
     text: String,
     images: Vec<ChatImage>,
+    /// For a message about a video (its images are the frames): the text between frames.
+    video_separator: Option<String>,
 }
 
 impl ChatMessage {
@@ -380,6 +429,9 @@ pub struct ConversationMessage {
     pub text: String,
     /// Images attached to it; only user messages may have images.
     pub images: Vec<ImageBytes>,
+    /// A video attached to it instead of images (a user message only): its frames go before
+    /// the text as [`ChatSession::attach_video`] places them.
+    pub video: Option<VideoRequest>,
 }
 
 /// The settings of one [`ChatSession::answer`]: they replace the chat's own for that answer
@@ -447,6 +499,8 @@ pub struct ChatSession<'m> {
     encoder: Encoder<'m>,
     history: Vec<ChatMessage>,
     pending: Vec<ChatImage>,
+    /// The separator between frames when `pending` holds a video's frames.
+    pending_video: Option<String>,
     /// What the KV cache holds, position by position.
     kv: Vec<Pos>,
     turn: usize,
@@ -515,6 +569,7 @@ impl<'m> ChatSession<'m> {
             encoder,
             history: Vec::new(),
             pending: Vec::new(),
+            pending_video: None,
             kv: Vec::new(),
             turn: 0,
             cfg,
@@ -526,6 +581,9 @@ impl<'m> ChatSession<'m> {
 
     /// Attaches an image to the next question. The file is loaded and checked now.
     pub fn attach_image(&mut self, path: &Path) -> Result<(), ChatError> {
+        if self.pending_video.is_some() {
+            return Err(ChatError::VideoWithImages);
+        }
         let img = load_image(path, self.options.max_image_pixels)?;
         let plan = self.plan_image(path, img.width, img.height)?;
         let digest = image_digest(&img);
@@ -538,6 +596,67 @@ impl<'m> ChatSession<'m> {
             pixels: Some(img),
         });
         Ok(())
+    }
+
+    /// Attaches a video to the next question: its header is read and its frames chosen now
+    /// (the version's rule, or `req`'s settings); the frames are decoded when first encoded,
+    /// one at a time. Their embeddings are cached by the video's content and the frame's
+    /// index, so asking again about the same video needs no projector call. A message takes
+    /// a video alone.
+    pub fn attach_video(&mut self, req: &VideoRequest) -> Result<(), ChatError> {
+        if !self.pending.is_empty() {
+            return Err(ChatError::VideoWithImages);
+        }
+        let (frames, separator) = self.video_frames(req)?;
+        self.pending = frames;
+        self.pending_video = Some(separator);
+        Ok(())
+    }
+
+    /// The frames of a video as images of the conversation, and the text between them.
+    fn video_frames(&self, req: &VideoRequest) -> Result<(Vec<ChatImage>, String), ChatError> {
+        let spec = crate::model::family::spec(self.version);
+        let opened = req.open(&spec.video, self.options.max_image_pixels)?;
+        let format = ImageFormat::of_projector(&self.projector_facts, opened.max_slices);
+        let plan = format
+            .plan(opened.width, opened.height)
+            .and_then(|plan| plan.check_resizable().map(|()| plan))
+            .map_err(|source| ChatError::Slice {
+                path: req.path.clone(),
+                source,
+            })?;
+        let digest = opened.source.content_digest()?;
+        let separator = opened.separator.clone();
+        let video = Arc::new(ChatVideo {
+            opened,
+            digest,
+            format,
+        });
+        let frames = video
+            .opened
+            .sample
+            .indices
+            .iter()
+            .map(|&index| {
+                let frame_digest = frame_digest(&digest, index);
+                ChatImage {
+                    path: PathBuf::from(format!("{}#frame{index}", req.path.display())),
+                    source: ImageSource::Frame {
+                        video: Arc::clone(&video),
+                        index,
+                    },
+                    digest: frame_digest,
+                    key: embd_key(
+                        &frame_digest,
+                        &self.encoder.projector_id,
+                        &video.format.slicing,
+                    ),
+                    plan: plan.clone(),
+                    pixels: None,
+                }
+            })
+            .collect();
+        Ok((frames, separator))
     }
 
     /// The slice plan of an image of this size in the chat's format.
@@ -605,10 +724,19 @@ impl<'m> ChatSession<'m> {
                 .iter()
                 .map(|im| self.image_from_bytes(im))
                 .collect::<Result<_, _>>()?;
+            let (images, video_separator) = match &m.video {
+                Some(req) if m.images.is_empty() => {
+                    let (frames, sep) = self.video_frames(req)?;
+                    (frames, Some(sep))
+                }
+                Some(_) => return Err(ChatError::VideoWithImages),
+                None => (images, None),
+            };
             out.push(ChatMessage {
                 role: m.role,
                 text: m.text.clone(),
                 images,
+                video_separator,
             });
         }
         Ok(out)
@@ -622,6 +750,7 @@ impl<'m> ChatSession<'m> {
     /// Forgets the conversation, the attached images and the KV cache (the embedding cache
     /// stays).
     pub fn reset(&mut self) {
+        self.pending_video = None;
         self.history.clear();
         self.pending.clear();
         self.ctx.clear_memory();
@@ -690,6 +819,7 @@ impl<'m> ChatSession<'m> {
             role: Role::User,
             text: text.to_string(),
             images: self.pending.clone(),
+            video_separator: self.pending_video.clone(),
         };
         let input = self.lay_out(&user)?;
         let p0 = self.reuse_kv(&input.positions);
@@ -771,16 +901,15 @@ impl<'m> ChatSession<'m> {
                 ImageFormat::of_projector(&self.projector_facts, settings.max_slices);
         }
         let history = self.messages_from(earlier)?;
-        let pending = self
-            .messages_from(std::slice::from_ref(last))?
-            .remove(0)
-            .images;
+        let last = self.messages_from(std::slice::from_ref(last))?.remove(0);
         self.history = history;
-        self.pending = pending;
+        self.pending = last.images;
+        self.pending_video = last.video_separator;
         self.turn = earlier.iter().filter(|m| m.role == Role::User).count();
         let out = self.ask_until(&last.text, on_event, cancel);
         // The pixels decoded for this turn are not kept: the bytes are, to decode again.
         self.pending.clear();
+        self.pending_video = None;
         for im in self.history.iter_mut().flat_map(|m| &mut m.images) {
             im.pixels = None;
         }
@@ -798,11 +927,13 @@ impl<'m> ChatSession<'m> {
             });
         }
         for m in self.history.iter().chain(std::iter::once(user)) {
-            messages.push(history_message(
-                self.version,
-                &m.as_history(),
-                &self.marker,
-            )?);
+            messages.push(match &m.video_separator {
+                Some(sep) => Message::user(
+                    template::video_content(&m.text, m.images.len(), sep, &self.marker)
+                        .map_err(RunError::VideoMarkers)?,
+                ),
+                None => history_message(self.version, &m.as_history(), &self.marker)?,
+            });
         }
         let mut formatted =
             template::format_chat(self.version, self.chat_template.as_deref(), &messages, true);
@@ -925,11 +1056,13 @@ impl<'m> ChatSession<'m> {
             im.pixels = None;
         }
         self.pending.clear();
+        self.pending_video = None;
         self.history.push(user);
         self.history.push(ChatMessage {
             role: Role::Assistant,
             text: gen.text.clone(),
             images: Vec::new(),
+            video_separator: None,
         });
         self.turn += 1;
     }
@@ -1039,19 +1172,51 @@ impl Encoder<'_> {
             };
             on_event(Event::EncodeStart { total });
             let mut done = 0usize;
-            for &i in &misses {
-                let im = images[i];
-                let before = projector.n_encode_calls();
-                let result = encode_chat_image(projector, im, options, &self.format);
-                self.n_calls += projector.n_encode_calls() - before;
-                let emb = Arc::new(result?);
+            let mut record = |emb: &ImageEmbeddings, on_event: &mut dyn FnMut(Event<'_>)| {
                 for &secs in &emb.encode_secs {
                     done += 1;
                     timings.chunk_encode_secs.push(secs);
                     on_event(Event::ChunkEncoded { done, total, secs });
                 }
+            };
+            let mut k = 0;
+            while k < misses.len() {
+                let im = images[misses[k]];
+                if let ImageSource::Frame { video, .. } = &im.source {
+                    // This video's frames among the misses, from here on: decoded in one pass.
+                    let run = misses[k..]
+                        .iter()
+                        .take_while(|&&i| {
+                            matches!(&images[i].source, ImageSource::Frame { video: v, .. } if Arc::ptr_eq(v, video))
+                        })
+                        .count();
+                    let group: Vec<&ChatImage> =
+                        misses[k..k + run].iter().map(|&i| images[i]).collect();
+                    let before = projector.n_encode_calls();
+                    on_event(Event::VideoStart { frames: run });
+                    let result = encode_frames(projector, video, &group, options, &mut |emb, f| {
+                        record(emb, on_event);
+                        on_event(Event::FrameEncoded {
+                            done: f,
+                            total: run,
+                        });
+                    });
+                    self.n_calls += projector.n_encode_calls() - before;
+                    for (&i, emb) in misses[k..k + run].iter().zip(result?) {
+                        self.cache.insert(images[i].key, Arc::clone(&emb));
+                        found[i] = Some(emb);
+                    }
+                    k += run;
+                    continue;
+                }
+                let before = projector.n_encode_calls();
+                let result = encode_chat_image(projector, im, options, &self.format);
+                self.n_calls += projector.n_encode_calls() - before;
+                let emb = Arc::new(result?);
+                record(&emb, on_event);
                 self.cache.insert(im.key, Arc::clone(&emb));
-                found[i] = Some(emb);
+                found[misses[k]] = Some(emb);
+                k += 1;
             }
             timings.image_encode_secs = timings.chunk_encode_secs.iter().sum();
             if options.low_mem {
@@ -1065,6 +1230,54 @@ impl Encoder<'_> {
             misses: misses.len(),
         })
     }
+}
+
+/// Encodes `frames` (frames of `video`, ascending) in one decoding pass, each frame dropped
+/// once encoded; `done(embeddings, n)` is told of the n-th. The video's content is checked
+/// against the digest taken when it was attached.
+fn encode_frames(
+    projector: &mut ClipProjector,
+    video: &ChatVideo,
+    frames: &[&ChatImage],
+    options: &SessionOptions,
+    done: &mut dyn FnMut(&ImageEmbeddings, usize),
+) -> Result<Vec<Arc<ImageEmbeddings>>, ChatError> {
+    let source = &video.opened.source;
+    if source.content_digest()? != video.digest {
+        return Err(ChatError::VideoChanged {
+            path: source.path().to_path_buf(),
+        });
+    }
+    let indices: Vec<usize> = frames
+        .iter()
+        .filter_map(|f| match f.source {
+            ImageSource::Frame { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::with_capacity(indices.len());
+    for img in source.frames(&indices)? {
+        let img = img?;
+        let emb = encode::encode_image(
+            projector,
+            &img,
+            &video.format,
+            options.n_threads,
+            &mut |_, _| {},
+        )?;
+        drop(img);
+        done(&emb, out.len() + 1);
+        out.push(Arc::new(emb));
+    }
+    if out.len() != indices.len() {
+        return Err(VideoError::Decode {
+            path: source.path().to_path_buf(),
+            index: out.len(),
+            reason: format!("the video gave {} of {} frames", out.len(), indices.len()),
+        }
+        .into());
+    }
+    Ok(out)
 }
 
 /// Encodes one image of the conversation: its pixels if still held, else the file reloaded
@@ -1082,6 +1295,12 @@ fn encode_chat_image(
             reloaded = match &im.source {
                 ImageSource::File => load_image(&im.path, options.max_image_pixels)?,
                 ImageSource::Bytes(b) => decode_image(b, &im.path, options.max_image_pixels)?,
+                // Frames go through encode_frames, in one pass over their video.
+                ImageSource::Frame { video, .. } => {
+                    return Err(ChatError::VideoChanged {
+                        path: video.opened.source.path().to_path_buf(),
+                    })
+                }
             };
             if image_digest(&reloaded) != im.digest {
                 return Err(ChatError::ImageChanged {

@@ -204,11 +204,7 @@ impl FfmpegVideo {
         if !status.success() {
             return Err(VideoError::Probe {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "ffprobe {}: {}",
-                    status_text(status),
-                    tail_text(&tail)
-                ),
+                reason: format!("ffprobe {}: {}", status_text(status), tail_text(&tail)),
             });
         }
         let probe: Probe = serde_json::from_slice(&out).map_err(|e| VideoError::Probe {

@@ -490,6 +490,44 @@ impl FrameSource {
         }
     }
 
+    /// SHA-256 of what the frames are decoded from: the file's bytes (an animation or a video
+    /// file), or every frame file's name and bytes in order (a folder). Read in pieces.
+    pub fn content_digest(&self) -> Result<[u8; 32], VideoError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let feed = |h: &mut Sha256, path: &Path| -> Result<(), VideoError> {
+            let io = |source| VideoError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut f, &mut buf).map_err(io)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                h.update(&buf[..n]);
+            }
+        };
+        match self {
+            FrameSource::Animation(a) => h.update(&a.bytes),
+            FrameSource::Ffmpeg(v) => feed(&mut h, v.path())?,
+            FrameSource::Folder(f) => {
+                for file in &f.files {
+                    let name = file
+                        .file_name()
+                        .map(|n| n.as_encoded_bytes())
+                        .unwrap_or(b"");
+                    h.update((name.len() as u64).to_le_bytes());
+                    h.update(name);
+                    feed(&mut h, file)?;
+                }
+            }
+        }
+        Ok(h.finalize().into())
+    }
+
     /// The path given.
     pub fn path(&self) -> &Path {
         match self {
