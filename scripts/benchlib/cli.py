@@ -45,8 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the server section: `minicpmv serve` against llama-cpp-python's server on "
                          "the headline pair (default 2.6:Q4_K_M:F16), output docs/benchmarks/server/ "
                          "(see benchlib/server.py)")
+    ap.add_argument("--video", action="store_true",
+                    help="only the video section: `minicpmv run --video` on a generated 60 s 720p clip "
+                         "against llama-mtmd-cli fed the same frames as images, for each of --configs; "
+                         "output docs/benchmarks/video/ (see benchlib/video.py)")
+    ap.add_argument("--video-frames", type=int, default=2,
+                    help="--video: frames taken from the clip (--max-frames; default 2: each 720p "
+                         "chunk costs seconds on 2 cores)")
     ap.add_argument("--rounds", type=int, default=2,
-                    help="--server: rounds, each starting both servers afresh in alternating order (default 2)")
+                    help="--server, --video: rounds, in alternating order (default 2)")
     ap.add_argument("--quick", action="store_true",
                     help="tiny synthetic 2.6 pair, small image, -n 8, 1 pair, output to a temp folder: "
                          "checks the whole script in seconds (figures meaningless)")
@@ -371,6 +378,25 @@ def server_section(a: argparse.Namespace, plan: BenchPlan) -> None:
     print((out / "results.md").read_text())
 
 
+def video_section(a: argparse.Namespace, plan: BenchPlan) -> None:
+    """`--video`: every configuration of --configs, ours against llama-mtmd-cli."""
+    from .machine import git
+    from .video import make_clip, run_video_bench
+    their_bin = build_programs(a)
+    prepare_models(a.ours_bin, plan.configs, plan.folders, plan.scale, a.threads, a.keep_f16)
+    out = a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / "video")
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = a.video_seconds = 4 if a.quick else 60
+    clip = make_clip(plan.bench_dir / f"clip-{seconds}s-720p.mp4", seconds=seconds)
+    try:
+        run_video_bench(a, plan.configs, their_bin, clip, out, plan.logs,
+                        git("rev-parse", "--short=12", "HEAD"))
+    except (RuntimeError, OSError, ValueError) as e:
+        die(f"video bench: {e}")
+    log(f"wrote {out}/results.md and results.json")
+    print((out / "results.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.render:
@@ -382,6 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.server:
         a.n_predict = n_predict_given
         server_section(a, plan)
+        return
+    if a.video:
+        a.n_predict = n_predict_given or 8
+        video_section(a, plan)
         return
     their_bin = build_programs(a)
     has_low_mem, do_lowmem = low_mem_support(a)

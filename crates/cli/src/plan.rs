@@ -6,6 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use minicpmv::plan::memory::{self as memplan, MemPlan};
+use minicpmv::plan::video::VideoBudget;
 
 use super::common::{MemoryArgs, VideoArgs};
 use super::output::{human_bytes, Stdout};
@@ -25,9 +26,42 @@ pub struct PlanArgs {
     pub video: VideoArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    /// With --video: load the projector and encode one blank frame of the video's size, to
+    /// predict the time the frames' encoding takes on this machine (seconds of work; off by
+    /// default, since the plan otherwise loads nothing).
+    #[arg(long, requires = "video")]
+    pub measure: bool,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One frame's encode time, measured.
+struct Measured {
+    secs_per_frame: f64,
+    threads: i32,
+}
+
+/// Encodes one blank frame of the planned video's size and slices with the projector.
+fn measure_frame(args: &PlanArgs, v: &VideoBudget, threads: i32) -> Result<Measured> {
+    use minicpmv::ffi::ClipProjector;
+    use minicpmv::vision::{ImageFormat, LoadedImage};
+    let facts = minicpmv::model::inputs::check_pair(&args.model, &args.mmproj)?;
+    let format = ImageFormat::of_projector(&facts.projector, v.frame_slices);
+    let mut projector = ClipProjector::load(&args.mmproj, false, args.memory.projector_attention)?;
+    let frame = LoadedImage {
+        path: v.path.clone(),
+        width: v.width,
+        height: v.height,
+        rgb: vec![128; v.width as usize * v.height as usize * 3],
+    };
+    let emb =
+        minicpmv::encode::encode_image(&mut projector, &frame, &format, threads, &mut |_, _| {})
+            .context("encoding a test frame")?;
+    Ok(Measured {
+        secs_per_frame: emb.encode_secs.iter().sum(),
+        threads,
+    })
 }
 
 /// Returns whether the run fits (the caller turns `false` into exit code 1).
@@ -47,12 +81,36 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         args.memory.max_image_pixels,
         &args.memory.plan_settings(super::common::default_threads()),
     )?;
+    let threads = super::common::default_threads();
+    let measured = match (&plan.video, args.measure) {
+        (Some(v), true) => Some(measure_frame(&args, v, threads)?),
+        _ => None,
+    };
     let mut out = Stdout::default();
     if args.json {
-        let text = serde_json::to_string_pretty(&plan).context("serializing the plan")?;
+        let mut value = serde_json::to_value(&plan).context("serializing the plan")?;
+        if let (Some(m), Some(v)) = (&measured, value.get_mut("video")) {
+            v["measured_secs_per_frame"] = serde_json::json!(m.secs_per_frame);
+            v["predicted_encode_secs"] = serde_json::json!(
+                m.secs_per_frame * plan.video.as_ref().map_or(0, |b| b.frames) as f64
+            );
+            v["measure_threads"] = serde_json::json!(m.threads);
+        }
+        let text = serde_json::to_string_pretty(&value).context("serializing the plan")?;
         out.write_str(&(text + "\n"));
     } else {
         out.write_str(&render(&plan));
+        if let (Some(m), Some(v)) = (&measured, &plan.video) {
+            out.write_str(&format!(
+                "  predicted encode: {:.1} s for {} frames (one {}x{} frame took {:.2} s on {} threads; decoding and the prefill come on top)\n",
+                m.secs_per_frame * v.frames as f64,
+                v.frames,
+                v.width,
+                v.height,
+                m.secs_per_frame,
+                m.threads
+            ));
+        }
     }
     out.finish().context("writing to stdout")?;
     Ok(plan.fits && plan.video.as_ref().is_none_or(|v| v.fits))

@@ -633,25 +633,20 @@ fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
     let pair = tiny_pair("2.6");
     let mp4 = mp4();
     let server = Server::start(&pair, &[]);
+    let ask = |text: &str, part: serde_json::Value| {
+        post(server.addr, "/v1/chat/completions", &video_body(text, part))
+    };
     let data = base64_of(&mp4);
-    let first = post(
-        server.addr,
-        "/v1/chat/completions",
-        &video_body("what happens?", serde_json::json!({ "data": data })),
-    );
+    let first = ask("what happens?", serde_json::json!({ "data": data }));
     assert_eq!(
         answer_text(&first),
         run_text_and_tokens(&mp4, "what happens?", 8).0
     );
     assert_eq!(first.json()["timings"]["projector_calls"], 5);
     // Another question about the same video, as a data URI: no projector call.
-    let second = post(
-        server.addr,
-        "/v1/chat/completions",
-        &video_body(
-            "and the colours?",
-            serde_json::json!({ "url": format!("data:video/mp4;base64,{data}") }),
-        ),
+    let second = ask(
+        "and the colours?",
+        serde_json::json!({ "url": format!("data:video/mp4;base64,{data}") }),
     );
     assert_eq!(
         answer_text(&second),
@@ -659,13 +654,9 @@ fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
     );
     assert_eq!(second.json()["timings"]["projector_calls"], 0);
     // Frame settings of the part.
-    let capped = post(
-        server.addr,
-        "/v1/chat/completions",
-        &video_body(
-            "what happens?",
-            serde_json::json!({ "data": data, "max_frames": 2 }),
-        ),
+    let capped = ask(
+        "what happens?",
+        serde_json::json!({ "data": data, "max_frames": 2 }),
     );
     assert_eq!(capped.status, 200, "{}", capped.text());
     assert_eq!(
@@ -699,11 +690,7 @@ fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
         ),
     ];
     for (part, param, needle) in cases {
-        let r = post(
-            server.addr,
-            "/v1/chat/completions",
-            &video_body("q", part.clone()),
-        );
+        let r = ask("q", part.clone());
         assert_eq!(r.status, 400, "{part}: {}", r.text());
         let e = &r.json()["error"];
         assert_eq!(e["param"], param, "{part}: {e}");
@@ -723,10 +710,6 @@ fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("a video and images"), "{}", r.text());
     // Still serving.
-    let again = post(
-        server.addr,
-        "/v1/chat/completions",
-        &video_body("what happens?", serde_json::json!({ "data": data })),
-    );
+    let again = ask("what happens?", serde_json::json!({ "data": data }));
     assert_eq!(answer_text(&again), answer_text(&first));
 }

@@ -907,15 +907,8 @@ pub(crate) fn encode_with(
     let mut done = 0usize;
     let mut embeddings: Vec<ImageEmbeddings> = Vec::with_capacity(prep.images.len());
     let mut encode_secs = Vec::with_capacity(n_chunks);
-    let format = prep.format(cfg.request.max_slices);
-    for img in &prep.images {
-        let emb = encode::encode_image(
-            projector,
-            img,
-            &format,
-            cfg.options.n_threads,
-            &mut |_, _| {},
-        )?;
+    // Each projector call of an image or frame: timed and reported.
+    let mut record = |emb: &ImageEmbeddings, on_event: &mut dyn FnMut(Event<'_>)| {
         for &secs in &emb.encode_secs {
             done += 1;
             encode_secs.push(secs);
@@ -925,6 +918,17 @@ pub(crate) fn encode_with(
                 secs,
             });
         }
+    };
+    let format = prep.format(cfg.request.max_slices);
+    for img in &prep.images {
+        let emb = encode::encode_image(
+            projector,
+            img,
+            &format,
+            cfg.options.n_threads,
+            &mut |_, _| {},
+        )?;
+        record(&emb, on_event);
         embeddings.push(emb);
     }
     if let (Some(v), Some((frame_format, _))) = (&prep.video, prep.frame_plan()?) {
@@ -941,15 +945,7 @@ pub(crate) fn encode_with(
                 &mut |_, _| {},
             )?;
             drop(img);
-            for &secs in &emb.encode_secs {
-                done += 1;
-                encode_secs.push(secs);
-                on_event(Event::ChunkEncoded {
-                    done,
-                    total: n_chunks,
-                    secs,
-                });
-            }
+            record(&emb, on_event);
             embeddings.push(emb);
             on_event(Event::FrameEncoded {
                 done: f + 1,

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{VideoError, VideoInfo, MAX_SOURCE_FRAMES};
-use crate::vision::{LoadedImage, MAX_IMAGE_SIDE};
+use crate::vision::LoadedImage;
 
 /// How long `ffprobe` may take to read a header before it is killed.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -225,19 +225,7 @@ impl FfmpegVideo {
         } else {
             (w, h)
         };
-        if width == 0
-            || height == 0
-            || width > MAX_IMAGE_SIDE
-            || height > MAX_IMAGE_SIDE
-            || u64::from(width) * u64::from(height) > max_pixels
-        {
-            return Err(VideoError::TooLarge {
-                path: p(),
-                width,
-                height,
-                limit: max_pixels,
-            });
-        }
+        super::source::check_frame_size(path, width, height, max_pixels)?;
         let fps = s
             .avg_frame_rate
             .as_deref()

@@ -158,6 +158,30 @@ pub enum VideoError {
 /// file is a lie.
 pub const MAX_VIDEO_SECS: u64 = 4 * 3600;
 
+/// Refuses a frame size of zero, above llama.cpp's side limit or above `max_pixels` (from the
+/// header, before any frame is decoded).
+pub(super) fn check_frame_size(
+    path: &Path,
+    width: u32,
+    height: u32,
+    max_pixels: u64,
+) -> Result<(), VideoError> {
+    if width == 0
+        || height == 0
+        || width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || u64::from(width) * u64::from(height) > max_pixels
+    {
+        return Err(VideoError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    Ok(())
+}
+
 /// Browsers show a GIF frame delay of 10 ms or less as 100 ms; so do we when we derive a rate.
 const MIN_DELAY_MS: f64 = 10.0;
 const SHORT_DELAY_AS_MS: f64 = 100.0;
@@ -211,19 +235,7 @@ impl Animation {
             },
         };
         let (width, height) = anim.dimensions()?;
-        if width == 0
-            || height == 0
-            || width > MAX_IMAGE_SIDE
-            || height > MAX_IMAGE_SIDE
-            || u64::from(width) * u64::from(height) > max_pixels
-        {
-            return Err(VideoError::TooLarge {
-                path: p(),
-                width,
-                height,
-                limit: max_pixels,
-            });
-        }
+        check_frame_size(path, width, height, max_pixels)?;
         let (mut n, mut total_ms) = (0usize, 0.0f64);
         for frame in anim.decoded_frames()? {
             let frame = frame?;
