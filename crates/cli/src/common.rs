@@ -323,19 +323,17 @@ pub struct VideoArgs {
     #[arg(long, value_name = "FILE|DIR")]
     pub video: Option<PathBuf>,
     /// Frames taken per second of video (default: the version's reference rate).
-    #[arg(long, value_name = "FPS", requires = "video")]
+    #[arg(long, value_name = "FPS")]
     pub fps: Option<f64>,
     /// Frames taken at most (default: the version's reference cap), 1..=1024.
-    #[arg(long, value_name = "N", requires = "video",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub max_frames: Option<u64>,
     /// Slices per frame at most, 1..=9 (default: the version's reference value).
-    #[arg(long, value_name = "N", requires = "video",
-          value_parser = clap::value_parser!(u32).range(1..=9))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=9))]
     pub frame_slices: Option<u32>,
-    /// The rate of a folder of frames, in frames per second.
-    #[arg(long, value_name = "FPS", default_value_t = 1.0, requires = "video")]
-    pub folder_fps: f64,
+    /// The rate of a folder of frames, in frames per second (default 1).
+    #[arg(long, value_name = "FPS")]
+    pub folder_fps: Option<f64>,
 }
 
 impl VideoArgs {
@@ -344,9 +342,32 @@ impl VideoArgs {
         Some(self.request_for(self.video.as_ref()?))
     }
 
+    /// Refuses frame settings without `--video` (a command where they would do nothing;
+    /// `chat` keeps them for `/video`).
+    pub fn check_needs_video(&self) -> Result<()> {
+        if self.video.is_some() {
+            return Ok(());
+        }
+        let given = [
+            ("--fps", self.fps.is_some()),
+            ("--max-frames", self.max_frames.is_some()),
+            ("--frame-slices", self.frame_slices.is_some()),
+            ("--folder-fps", self.folder_fps.is_some()),
+        ];
+        match given.iter().find(|(_, set)| *set) {
+            Some((flag, _)) => {
+                anyhow::bail!("{flag} sets how a video's frames are taken: it needs --video")
+            }
+            None => Ok(()),
+        }
+    }
+
     /// A request for the video at `path` with these settings (chat's `/video PATH`).
     pub fn request_for(&self, path: &Path) -> VideoRequest {
-        let mut v = VideoRequest::new(path).folder_fps(self.folder_fps);
+        let mut v = VideoRequest::new(path);
+        if let Some(fps) = self.folder_fps {
+            v = v.folder_fps(fps);
+        }
         if let Some(fps) = self.fps {
             v = v.fps(fps);
         }

@@ -60,6 +60,7 @@ pub fn main(args: ParityArgs) -> Result<bool> {
         .images(args.images)
         .max_tokens(args.n_predict as usize)
         .ignore_eos(true);
+    args.video.check_needs_video()?;
     if let Some(video) = args.video.request() {
         request = request.video(video.frame_slices(options::DEFAULT_MAX_SLICES));
     }

@@ -66,6 +66,7 @@ fn measure_frame(args: &PlanArgs, v: &VideoBudget, threads: i32) -> Result<Measu
 
 /// Returns whether the run fits (the caller turns `false` into exit code 1).
 pub fn main(args: PlanArgs) -> Result<bool> {
+    args.video.check_needs_video()?;
     let video = args.video.request();
     if video.is_some() && !args.images.is_empty() {
         anyhow::bail!("--video and --image together: a run asks about a video alone");
@@ -206,6 +207,11 @@ pub fn video_lines(v: &minicpmv::plan::video::VideoBudget) -> String {
     if v.fits {
         t += &format!(
             "  context: fits in -c {} with {} positions kept for the prompt\n",
+            v.n_ctx, v.prompt_reserve
+        );
+    } else if v.fitting_max_frames == 0 {
+        t += &format!(
+            "  context: does NOT fit in -c {} (with {} positions kept for the prompt), not even one frame: use fewer --frame-slices or a longer -c\n",
             v.n_ctx, v.prompt_reserve
         );
     } else {

@@ -80,6 +80,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     } else {
         pipeline == Pipeline::LlamaCpp
     };
+    args.video.check_needs_video()?;
     let video = args.video.request();
     // llama.cpp's pipeline refuses --low-mem with an error; it is never chosen for it.
     let media = Media {

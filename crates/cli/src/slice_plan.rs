@@ -118,6 +118,7 @@ pub fn main(args: SlicePlanArgs) -> Result<bool> {
         .projector
         .with_scale_factor(args.scale_factor)
         .map_err(|e| anyhow::anyhow!("--scale-factor: {e}"))?;
+    args.video.check_needs_video()?;
     if let Some(req) = args.video.request() {
         if !args.sizes.is_empty() || !args.images.is_empty() {
             bail!("--video plans a video alone: drop the sizes and --image");

@@ -118,6 +118,10 @@ impl ApiError {
             ChatError::MaxSlices(_) => ApiError::bad("max_slices", message),
             ChatError::Sampling(e) => ApiError::bad(e.field, message),
             ChatError::Thinking(_) => ApiError::bad("think", message),
+            // The server's own fault, not the request's.
+            ChatError::Video(minicpmv::vision::video::VideoError::NoFfmpeg { .. }) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
             ChatError::Image(_)
             | ChatError::Slice { .. }
             | ChatError::Format(_)

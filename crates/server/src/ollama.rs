@@ -192,8 +192,16 @@ pub async fn chat(State(app): State<AppState>, body: Body) -> Response {
             });
         }
         let stop = req.options.stop.clone().unwrap_or_default();
-        let started =
-            request::start(&app, conversation, settings, stop, arrived, Flavor::Ollama).await?;
+        let started = request::start(
+            &app,
+            conversation,
+            settings,
+            stop,
+            arrived,
+            Flavor::Ollama,
+            Vec::new(),
+        )
+        .await?;
         let model = req
             .model
             .clone()
@@ -246,8 +254,16 @@ pub async fn generate(State(app): State<AppState>, body: Body) -> Response {
             video: None,
         });
         let stop = req.options.stop.clone().unwrap_or_default();
-        let started =
-            request::start(&app, conversation, settings, stop, arrived, Flavor::Ollama).await?;
+        let started = request::start(
+            &app,
+            conversation,
+            settings,
+            stop,
+            arrived,
+            Flavor::Ollama,
+            Vec::new(),
+        )
+        .await?;
         Ok(respond(started, model, req.stream, Shape::Generate, arrived).await)
     };
     run.await

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -21,6 +22,7 @@ use minicpmv::session::chat::ConversationMessage;
 use crate::engine::{Answer, Update};
 use crate::error::{ApiError, Flavor};
 use crate::request::{self, check_image_count, image_bytes, CancelGuard, Knobs, Names};
+use crate::video::StoredVideo;
 use crate::{unix_now, AppState};
 
 const NAMES: Names = Names {
@@ -203,7 +205,7 @@ fn part<'a>(field: &str, p: &'a Value) -> Result<Piece<'a>, ApiError> {
 async fn conversation(
     req: &ChatRequest,
     app: &AppState,
-) -> Result<Vec<ConversationMessage>, ApiError> {
+) -> Result<(Vec<ConversationMessage>, Vec<Arc<StoredVideo>>), ApiError> {
     if req.messages.is_empty() {
         return Err(ApiError::bad(
             "messages",
@@ -224,6 +226,7 @@ async fn conversation(
     check_image_count(n_images, &app.config, "messages", Flavor::OpenAi)?;
     let marker = minicpmv::ffi::mtmd::default_marker();
     let mut out = Vec::with_capacity(all.len());
+    let mut stored = Vec::new();
     for (i, (m, pieces)) in req.messages.iter().zip(&all).enumerate() {
         let mut texts: Vec<String> = Vec::new();
         let mut images = Vec::new();
@@ -255,7 +258,9 @@ async fn conversation(
                             format!("messages[{i}] has a second video; a message takes one"),
                         ));
                     }
-                    video = Some(video_request(o, &field, app).await?);
+                    let (request, file) = video_request(o, &field, app).await?;
+                    stored.push(file);
+                    video = Some(request);
                 }
             }
         }
@@ -272,7 +277,7 @@ async fn conversation(
             video,
         });
     }
-    Ok(out)
+    Ok((out, stored))
 }
 
 /// An `input_video` part: `data` (base64) or `url` (as `image_url.url`), and our own optional
@@ -281,7 +286,7 @@ async fn video_request(
     o: &serde_json::Map<String, Value>,
     field: &str,
     app: &AppState,
-) -> Result<minicpmv::vision::video::VideoRequest, ApiError> {
+) -> Result<(minicpmv::vision::video::VideoRequest, Arc<StoredVideo>), ApiError> {
     let (name, reference) = match (o.get("data"), o.get("url")) {
         (Some(Value::String(d)), None) => (format!("{field}.data"), d.as_str()),
         (None, Some(Value::String(u))) => (format!("{field}.url"), u.as_str()),
@@ -293,13 +298,13 @@ async fn video_request(
         }
     };
     let bytes = image_bytes(reference, &name, &app.config, Flavor::OpenAi).await?;
-    let path = app.videos.store(&bytes.bytes).map_err(|e| {
+    let file = app.videos.store(&bytes.bytes).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot store the video of {field}: {e}"),
         )
     })?;
-    let mut req = minicpmv::vision::video::VideoRequest::new(path);
+    let mut req = minicpmv::vision::video::VideoRequest::new(file.path());
     let number = |key: &str| -> Result<Option<f64>, ApiError> {
         match o.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -336,7 +341,7 @@ async fn video_request(
         };
         ApiError::bad(format!("{field}.{key}"), format!("{field}: {e}"))
     })?;
-    Ok(req)
+    Ok((req, file))
 }
 
 impl ChatRequest {
@@ -419,9 +424,17 @@ async fn completions(app: AppState, body: Body) -> Result<Response, ApiError> {
             format!("stop has {} strings; at most 16 are allowed", stop.len()),
         ));
     }
-    let conversation = conversation(&req, &app).await?;
-    let started =
-        request::start(&app, conversation, settings, stop, arrived, Flavor::OpenAi).await?;
+    let (conversation, videos) = conversation(&req, &app).await?;
+    let started = request::start(
+        &app,
+        conversation,
+        settings,
+        stop,
+        arrived,
+        Flavor::OpenAi,
+        videos,
+    )
+    .await?;
     let meta = Meta {
         id: format!("chatcmpl-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         created: unix_now(),

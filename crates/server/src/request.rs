@@ -417,6 +417,7 @@ pub async fn start(
     stop: Vec<String>,
     arrived: Instant,
     flavor: Flavor,
+    videos: Vec<std::sync::Arc<crate::video::StoredVideo>>,
 ) -> Result<Started, ApiError> {
     let (tx, mut updates) = mpsc::unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
@@ -438,6 +439,8 @@ pub async fn start(
         )
         .flavor(flavor)
     })?;
+    // The videos' frames are all encoded before the first update: their files may go now.
+    drop(videos);
     if let Update::Done(Err(e)) = first {
         return Err(e.flavor(flavor));
     }

@@ -713,3 +713,73 @@ fn serve_takes_input_video_answers_as_run_and_refuses_bad_video_parts() {
     let again = ask("what happens?", serde_json::json!({ "data": data }));
     assert_eq!(answer_text(&again), answer_text(&first));
 }
+
+/// Matroska states no frame count: it is estimated from the duration, which an audio track
+/// longer than the video stretches. Frames past the real end take the last frame.
+#[test]
+fn an_mkv_whose_audio_outlasts_the_video_runs_on_the_frames_it_has() {
+    let mkv = work_dir().join("longer-audio.mkv");
+    if !mkv.exists() {
+        let tmp = work_dir().join("longer-audio.partial.mkv");
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=64x48:rate=10:duration=2", "-f", "lavfi"])
+            .args([
+                "-i",
+                "sine=duration=3",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args(["-c:a", "aac"])
+            .arg(&tmp)
+            .status()
+            .expect("ffmpeg must be installed");
+        assert!(ok.success());
+        std::fs::rename(&tmp, &mkv).unwrap();
+    }
+    // 4.5: 5 per second over the 3 s the container states: frames up to 29 of the 20 there are.
+    let out = run_video("4.5", &mkv, &[]);
+    let idx = indices(&out);
+    assert_eq!(out["video"]["source_frames"], 30, "estimated: 3 s x 10 fps");
+    assert_eq!(idx.len(), 15);
+    assert!(idx.iter().any(|&i| i >= 20), "{idx:?}");
+    assert_eq!(out["n_image_chunks"], 15);
+}
+
+#[test]
+fn frame_settings_need_a_video_except_in_chat_where_video_uses_them() {
+    let (m, p) = tiny_pair("2.6");
+    minicpmv([
+        "run",
+        "-m",
+        s(&m),
+        "--mmproj",
+        s(&p),
+        "--image",
+        s(&crate::harness::image(64, 64)),
+        "--max-frames",
+        "2",
+    ])
+    .fails_with(&["--max-frames", "needs --video"]);
+    let script = format!("/video {}\nwhat happens?\n", s(&mp4()));
+    let out = crate::harness::minicpmv_with_stdin(
+        [
+            "chat",
+            "-m",
+            s(&m),
+            "--mmproj",
+            s(&p),
+            "--max-frames",
+            "2",
+            "-n",
+            "2",
+            "--json",
+        ],
+        &script,
+    )
+    .ok();
+    let turn: serde_json::Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(turn["n_images"], 2, "{turn}");
+}

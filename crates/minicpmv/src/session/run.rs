@@ -291,7 +291,7 @@ pub enum RunError {
     #[error("the prompt has {0} image placeholders, but a video's frames go before the prompt: remove them")]
     VideoMarkers(usize),
     /// The video's frames do not fit the context.
-    #[error("the video's {frames} frames take {tokens_per_frame} positions each, and the prompt needs {needed} positions in all, but the context holds {n_ctx}: take fewer frames (--max-frames {fitting}), fewer slices per frame (--frame-slices), or a longer context (--ctx-size)")]
+    #[error("the video's {frames} frames take {tokens_per_frame} positions each, and the prompt needs {needed} positions in all, but the context holds {n_ctx}: {}", fewer_frames_hint(*fitting))]
     VideoTooLong {
         /// Frames taken.
         frames: usize,
@@ -819,6 +819,15 @@ pub(crate) fn native_sequence(
         thinking: prep.thinking,
         video,
     })
+}
+
+/// What to change when a video does not fit: the `--max-frames` that fits, if any does.
+fn fewer_frames_hint(fitting: usize) -> String {
+    if fitting == 0 {
+        "not even one frame fits: take fewer slices per frame (--frame-slices) or a longer context (--ctx-size)".into()
+    } else {
+        format!("take fewer frames (--max-frames {fitting}), fewer slices per frame (--frame-slices), or a longer context (--ctx-size)")
+    }
 }
 
 /// A video's budget: `n_positions` (the whole prompt, `frames` frames of `per_frame` positions

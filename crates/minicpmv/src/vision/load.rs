@@ -186,6 +186,10 @@ pub fn load_image(path: &Path, max_pixels: u64) -> Result<LoadedImage, ImageErro
 /// The video container whose signature `head` (a file's first bytes) starts with, if any.
 pub fn video_container(head: &[u8]) -> Option<&'static str> {
     match head {
+        // HEIF/AVIF stills (a phone's photos) are ISO files too: their brand tells.
+        [_, _, _, _, b'f', b't', b'y', b'p', b'h', b'e', b'i', _, ..]
+        | [_, _, _, _, b'f', b't', b'y', b'p', b'm', b'i', b'f', b'1', ..]
+        | [_, _, _, _, b'f', b't', b'y', b'p', b'a', b'v', b'i', b'f', ..] => None,
         [_, _, _, _, b'f', b't', b'y', b'p', b'q', b't', ..] => Some("QuickTime MOV"),
         [_, _, _, _, b'f', b't', b'y', b'p', ..] => Some("MP4"),
         [0x1A, 0x45, 0xDF, 0xA3, ..] => Some("WebM/Matroska"),
@@ -291,6 +295,21 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn video_containers_are_told_from_heif_and_avif_stills() {
+        let ftyp = |brand: &[u8; 4]| [&[0, 0, 0, 24][..], b"ftyp", brand].concat();
+        assert_eq!(video_container(&ftyp(b"isom")), Some("MP4"));
+        assert_eq!(video_container(&ftyp(b"qt  ")), Some("QuickTime MOV"));
+        for still in [b"heic", b"heix", b"mif1", b"avif"] {
+            assert_eq!(video_container(&ftyp(still)), None, "{still:?}");
+        }
+        assert_eq!(
+            video_container(&[0x1A, 0x45, 0xDF, 0xA3]),
+            Some("WebM/Matroska")
+        );
+        assert_eq!(video_container(b"\x89PNG"), None);
+    }
 
     use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 

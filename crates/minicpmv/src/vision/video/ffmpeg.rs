@@ -37,6 +37,43 @@ fn program(name: &'static str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(name), PathBuf::from)
 }
 
+/// `path` as an ffmpeg input: through the `file:` protocol, so that a name with a colon is not
+/// taken for a protocol.
+fn input(path: &Path) -> std::ffi::OsString {
+    let mut a = std::ffi::OsString::from("file:");
+    a.push(path.as_os_str());
+    a
+}
+
+/// Container formats read (ffprobe's `format_name`, which lists aliases with commas): video
+/// files, never playlists (`hls`, `concat`) or image sequences, whose demuxers open other files.
+const CONTAINERS: &[&str] = &[
+    "mov",
+    "mp4",
+    "m4a",
+    "3gp",
+    "3g2",
+    "mj2",
+    "matroska",
+    "webm",
+    "avi",
+    "mpegts",
+    "mpeg",
+    "flv",
+    "ogg",
+    "asf",
+    "mxf",
+    "nut",
+    "h264",
+    "hevc",
+    "m4v",
+    "mpegvideo",
+    "ivf",
+    "dv",
+    "wtv",
+    "rm",
+];
+
 /// Starts `cmd`, its failure to start said in words (a missing program above all).
 fn spawn(mut cmd: Command, name: &'static str, path: &Path) -> Result<Child, VideoError> {
     cmd.stdin(Stdio::null())
@@ -86,7 +123,8 @@ fn tail_text(tail: &Mutex<Vec<u8>>) -> String {
     if text.is_empty() {
         "no message".to_string()
     } else {
-        text.lines().last().unwrap_or(text).to_string()
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join(" / ")
     }
 }
 
@@ -141,6 +179,7 @@ struct ProbeStream {
 #[derive(Debug, serde::Deserialize)]
 struct ProbeFormat {
     duration: Option<String>,
+    format_name: Option<String>,
 }
 
 /// `30000/1001` or `25` as a number; `0/0` and junk as `None`.
@@ -174,13 +213,22 @@ impl FfmpegVideo {
     /// frame count. The size is checked against `max_pixels` and llama.cpp's side limit.
     pub fn open(path: &Path, max_pixels: u64) -> Result<FfmpegVideo, VideoError> {
         let mut cmd = Command::new(program("ffprobe"));
-        cmd.args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-            .arg(
-                "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,duration:\
-                 stream_side_data=rotation:stream_tags=rotate:format=duration",
-            )
-            .args(["-of", "json", "--"])
-            .arg(path);
+        // `V`: video streams that are not cover art or thumbnails.
+        cmd.args([
+            "-v",
+            "error",
+            "-protocol_whitelist",
+            "file",
+            "-select_streams",
+            "V:0",
+        ])
+        .arg("-show_entries")
+        .arg(
+            "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,duration:\
+                 stream_side_data=rotation:stream_tags=rotate:format=duration,format_name",
+        )
+        .args(["-of", "json"])
+        .arg(input(path));
         let mut child = spawn(cmd, "ffprobe", path)?;
         let (tail, errs) = drain_stderr(&mut child);
         let mut out = Vec::new();
@@ -216,6 +264,14 @@ impl FfmpegVideo {
 
     fn from_probe(path: &Path, probe: Probe, max_pixels: u64) -> Result<FfmpegVideo, VideoError> {
         let p = || path.to_path_buf();
+        if let Some(name) = probe.format.as_ref().and_then(|f| f.format_name.as_deref()) {
+            if !name.split(',').any(|n| CONTAINERS.contains(&n)) {
+                return Err(VideoError::Probe {
+                    path: p(),
+                    reason: format!("it is a {name} file, not a video container this tool reads"),
+                });
+            }
+        }
         let Some(s) = probe.streams.into_iter().next() else {
             return Err(VideoError::NoFrames { path: p() });
         };
@@ -305,9 +361,10 @@ impl FfmpegVideo {
             self.height
         );
         let mut cmd = Command::new(program("ffmpeg"));
-        cmd.args(["-nostdin", "-hide_banner", "-v", "error", "-i"])
-            .arg(&self.path)
-            .args(["-map", "0:v:0", "-an", "-sn", "-dn", "-vf"])
+        cmd.args(["-nostdin", "-hide_banner", "-v", "error"])
+            .args(["-protocol_whitelist", "file", "-i"])
+            .arg(input(&self.path))
+            .args(["-map", "0:V:0", "-an", "-sn", "-dn", "-vf"])
             .arg(filter)
             .args([
                 "-fps_mode",
@@ -331,6 +388,7 @@ impl FfmpegVideo {
             next: 0,
             last: None,
             failed: false,
+            exit: None,
         })
     }
 }
@@ -382,6 +440,8 @@ pub struct FfmpegFrames {
     /// The last frame read, for a repeated index.
     last: Option<(usize, LoadedImage)>,
     failed: bool,
+    /// How ffmpeg ended, once reaped.
+    exit: Option<ExitStatus>,
 }
 
 impl FfmpegFrames {
@@ -415,13 +475,16 @@ impl FfmpegFrames {
     /// The error for a stream that ended (or broke) before frame `index`: how ffmpeg ended,
     /// else how many frames it gave.
     fn ended_early(&mut self, index: usize) -> VideoError {
-        self.stdout = None;
-        let status = self.child.as_mut().and_then(|c| c.wait().ok());
-        self.child = None;
+        let status = self.reap();
         if let Some(h) = self.stderr_thread.take() {
             let _ = h.join();
         }
         let path = self.video.path.clone();
+        let counted = if self.video.exact_count {
+            "its header announces"
+        } else {
+            "its duration suggests"
+        };
         match status {
             Some(s) if !s.success() => VideoError::Ffmpeg {
                 path,
@@ -434,11 +497,25 @@ impl FfmpegFrames {
             _ => VideoError::Ffmpeg {
                 path,
                 reason: format!(
-                    "the stream ended before frame {index}, though its header announces {} frames",
+                    "the stream ended before frame {index}, though {counted} {} frames",
                     self.video.info.n_frames
                 ),
             },
         }
+    }
+
+    /// After the end of the stream: waits for ffmpeg (once) and returns how it ended.
+    fn reap(&mut self) -> Option<ExitStatus> {
+        self.stdout = None;
+        if let Some(mut child) = self.child.take() {
+            self.exit = child.wait().ok();
+        }
+        self.exit
+    }
+
+    /// After the end of the stream: whether ffmpeg exited with success.
+    fn ended_cleanly(&mut self) -> bool {
+        self.reap().is_some_and(|s| s.success())
     }
 
     fn finish(&mut self) {
@@ -472,19 +549,12 @@ impl Iterator for FfmpegFrames {
         let read = self.read_frame();
         let rgb = match read {
             Ok(Some(rgb)) => rgb,
-            Ok(None) if !self.video.exact_count && self.next == self.indices.len() => {
-                // The count was estimated from the duration and the last sampled frame lies
-                // just past the real end: the last frame stands in for it.
-                match self.last.take() {
-                    Some((_, img)) => {
-                        self.finish();
-                        return Some(Ok(img));
-                    }
-                    None => {
-                        self.failed = true;
-                        return Some(Err(self.ended_early(index)));
-                    }
-                }
+            Ok(None) if !self.video.exact_count && self.last.is_some() && self.ended_cleanly() => {
+                // The count was estimated from the duration (no frame count in the container,
+                // as in WebM/MKV), which can run past the last frame (an audio track lasting
+                // longer): the last frame stands in for the frames past the real end.
+                let (_, img) = self.last.clone()?;
+                return Some(Ok(img));
             }
             Ok(None) => {
                 self.failed = true;
