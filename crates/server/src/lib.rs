@@ -310,8 +310,12 @@ pub async fn serve(
         tokio::spawn(async move {
             match loaded_rx.await {
                 Ok(Ok(loaded)) => {
-                    on_ready(&loaded);
+                    // Set before "ready" is said: a client told the server is ready finds the
+                    // model's facts (/api/show, /v1/models).
                     let _ = loaded_slot.set(loaded);
+                    if let Some(loaded) = loaded_slot.get() {
+                        on_ready(loaded);
+                    }
                 }
                 Ok(Err(e)) => {
                     let _ = load_error.set(e);
