@@ -234,6 +234,9 @@ pub enum ChatError {
         /// The video.
         path: PathBuf,
     },
+    /// The turn was cancelled (`cancel()` returned true) while a video's frames were encoded.
+    #[error("cancelled while the video's frames were encoded")]
+    Cancelled,
     /// [`ChatSession::ask`] with an empty text and no attached image, or
     /// [`ChatSession::answer`] with no message.
     #[error("an empty message and no image: nothing to ask")]
@@ -829,9 +832,14 @@ impl<'m> ChatSession<'m> {
         let calls_before = self.encoder.n_calls;
         let images: Vec<&ChatImage> = conversation_images(&self.history, &user).collect();
         let needed: Vec<&ChatImage> = needed.iter().map(|&i| images[i]).collect();
-        let fetched =
-            self.encoder
-                .fetch(&needed, &self.options, self.n_embd, &mut timings, on_event)?;
+        let fetched = self.encoder.fetch(
+            &needed,
+            &self.options,
+            self.n_embd,
+            &mut timings,
+            on_event,
+            cancel,
+        )?;
 
         let t_prefill = Instant::now();
         let n_past = self.prefill(&tail, &fetched.embeddings, p0)?;
@@ -1138,6 +1146,7 @@ impl Encoder<'_> {
         n_embd: usize,
         timings: &mut TurnTimings,
         on_event: &mut dyn FnMut(Event<'_>),
+        cancel: &dyn Fn() -> bool,
     ) -> Result<Fetched, ChatError> {
         let mut found: Vec<Option<Arc<ImageEmbeddings>>> = Vec::with_capacity(images.len());
         for im in images {
@@ -1194,13 +1203,15 @@ impl Encoder<'_> {
                         misses[k..k + run].iter().map(|&i| images[i]).collect();
                     let before = projector.n_encode_calls();
                     on_event(Event::VideoStart { frames: run });
-                    let result = encode_frames(projector, video, &group, options, &mut |emb, f| {
+                    let mut frame_done = |emb: &ImageEmbeddings, f: usize| {
                         record(emb, on_event);
                         on_event(Event::FrameEncoded {
                             done: f,
                             total: run,
                         });
-                    });
+                    };
+                    let result =
+                        encode_frames(projector, video, &group, options, &mut frame_done, cancel);
                     self.n_calls += projector.n_encode_calls() - before;
                     for (&i, emb) in misses[k..k + run].iter().zip(result?) {
                         self.cache.insert(images[i].key, Arc::clone(&emb));
@@ -1241,6 +1252,7 @@ fn encode_frames(
     frames: &[&ChatImage],
     options: &SessionOptions,
     done: &mut dyn FnMut(&ImageEmbeddings, usize),
+    cancel: &dyn Fn() -> bool,
 ) -> Result<Vec<Arc<ImageEmbeddings>>, ChatError> {
     let source = &video.opened.source;
     if source.content_digest()? != video.digest {
@@ -1257,6 +1269,11 @@ fn encode_frames(
         .collect();
     let mut out = Vec::with_capacity(indices.len());
     for img in source.frames(&indices)? {
+        // A request whose client has gone stops between frames (a video can be minutes of
+        // projector work); the frames encoded so far are not cached.
+        if cancel() {
+            return Err(ChatError::Cancelled);
+        }
         let img = img?;
         let emb = encode::encode_image(
             projector,
