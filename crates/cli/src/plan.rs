@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use minicpmv::plan::memory::{self as memplan, MemPlan};
-use minicpmv::plan::video::VideoBudget;
+use minicpmv::prompt::video::VideoBudget;
 
 use super::common::{MemoryArgs, VideoArgs};
 use super::output::{human_bytes, Stdout};
@@ -177,7 +177,7 @@ fn render(plan: &MemPlan) -> String {
 }
 
 /// The video part of a plan, or of `slice-plan --video`.
-pub fn video_lines(v: &minicpmv::plan::video::VideoBudget) -> String {
+pub fn video_lines(v: &VideoBudget) -> String {
     let mut t = format!(
         "\nvideo {}: {}x{}, {} frames at {:.3} fps ({:.1} s)\n",
         v.path.display(),

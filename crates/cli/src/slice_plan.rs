@@ -15,7 +15,7 @@ use minicpmv::vision::{load_image, ImageFormat, SlicePlan, DEFAULT_MAX_PIXELS};
 use super::common::VideoArgs;
 use super::output::Stdout;
 use minicpmv::plan::memory::VIDEO_PROMPT_RESERVE;
-use minicpmv::plan::video::video_budget;
+use minicpmv::prompt::video::video_budget;
 
 #[derive(Debug, Args)]
 pub struct SlicePlanArgs {

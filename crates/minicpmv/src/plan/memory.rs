@@ -25,7 +25,7 @@ use crate::ffi::repack::{Repack, RepackDecision};
 use crate::ffi::{self, KvType, LoadParams, ProjectorAttention};
 use crate::model::inputs::{check_pair, InputError};
 use crate::plan::system::{self, AvailableMemory};
-use crate::plan::video::{video_budget, VideoBudget};
+use crate::prompt::video::{video_budget, VideoBudget};
 use crate::vision::video::{VideoError, VideoRequest};
 use crate::vision::{load_image, ImageError, ImageFormat};
 

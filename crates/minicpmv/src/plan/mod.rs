@@ -1,6 +1,5 @@
 //! Memory planning: what a pair needs on this machine before anything is loaded ([`memory`]),
-//! what the machine has ([`system`]), and what a video costs ([`video`]).
+//! and what the machine has ([`system`]); a video's cost is [`crate::prompt::video`].
 
 pub mod memory;
 pub mod system;
-pub mod video;

@@ -23,6 +23,7 @@ use crate::model::inputs::{check_pair, InputError, PairFacts};
 use crate::prompt::layout::n_layout_tokens;
 use crate::prompt::sequence::{self, LayoutTokens, Segment};
 use crate::prompt::template::{self, Message, ThinkingPrompt};
+use crate::prompt::video::{video_budget, VideoBudget};
 use crate::session::options::{RunRequest, SessionOptions};
 use crate::session::Pair;
 use crate::vision::video::{OpenedVideo, VideoError};
@@ -205,70 +206,7 @@ pub struct RunOutput {
     pub weight_repack: bool,
     /// The video's frames and what they cost, when the request had one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub video: Option<VideoReport>,
-}
-
-/// What a video became: which frames were taken and how many positions each takes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VideoReport {
-    /// The video given.
-    pub path: PathBuf,
-    /// Where its frames came from: `ffmpeg`, `animation` (GIF/WebP) or `folder`.
-    pub decoder: &'static str,
-    /// Its frames and rate, by its header (a folder: the rate given).
-    pub source_frames: usize,
-    /// Frames per second of the video.
-    pub source_fps: f64,
-    /// Seconds, by its header.
-    pub duration_secs: f64,
-    /// Frames taken per second.
-    pub fps: f64,
-    /// The frame rule's cap.
-    pub max_frames: usize,
-    /// Frame size.
-    pub width: u32,
-    /// Frame size.
-    pub height: u32,
-    /// Slices per frame at most.
-    pub frame_slices: u32,
-    /// Projector calls per frame (overview plus slices).
-    pub chunks_per_frame: usize,
-    /// Image embeddings per frame.
-    pub tokens_per_frame: usize,
-    /// Frames fed together into one query set (4.5's 3D resampler packs up to 3; the bundled
-    /// llama.cpp has no such graph, so always 1).
-    pub packing: usize,
-    /// The frames taken: indices into the video.
-    pub frame_indices: Vec<usize>,
-    /// Their times in seconds.
-    pub frame_times: Vec<f64>,
-}
-
-impl VideoReport {
-    fn of(v: &OpenedVideo, plan: &SlicePlan, format: &ImageFormat) -> VideoReport {
-        let info = v.source.info();
-        VideoReport {
-            path: v.source.path().to_path_buf(),
-            decoder: match v.source {
-                crate::vision::video::FrameSource::Ffmpeg(_) => "ffmpeg",
-                crate::vision::video::FrameSource::Animation(_) => "animation",
-                crate::vision::video::FrameSource::Folder(_) => "folder",
-            },
-            source_frames: info.n_frames,
-            source_fps: info.fps,
-            duration_secs: info.duration(),
-            fps: v.fps,
-            max_frames: v.rule.max_frames(),
-            width: v.width,
-            height: v.height,
-            frame_slices: v.max_slices,
-            chunks_per_frame: plan.n_chunks(),
-            tokens_per_frame: format.plan_tokens(plan).iter().sum(),
-            packing: 1,
-            frame_indices: v.sample.indices.clone(),
-            frame_times: v.sample.times.clone(),
-        }
-    }
+    pub video: Option<VideoBudget>,
 }
 
 /// Why a run failed.
@@ -621,7 +559,7 @@ pub(crate) struct Prefilled {
     encode_secs: Vec<f64>,
     prompt_secs: f64,
     thinking: ThinkingPrompt,
-    video: Option<VideoReport>,
+    video: Option<VideoBudget>,
 }
 
 /// Runs the model once; `on_event` receives the generated text as it streams and progress.
@@ -757,7 +695,7 @@ pub(crate) struct NativeSequence {
     pub(crate) n_chunks: usize,
     n_layout: usize,
     thinking: ThinkingPrompt,
-    video: Option<VideoReport>,
+    video: Option<VideoBudget>,
 }
 
 /// Lays out the prompt (text tokens and image chunks) and checks it fits the context. Needs
@@ -799,14 +737,13 @@ pub(crate) fn native_sequence(
         .map(|p| n_layout_tokens(format.style(), p.grid))
         .sum();
     let video = match (&prep.video, &frame) {
-        (Some(v), Some((frame_format, plan))) => {
-            let report = VideoReport::of(v, plan, frame_format);
-            let per_frame = report.tokens_per_frame
-                + n_layout_tokens(format.style(), plan.grid)
-                + model.tokenize(&v.separator, false, true).len();
-            check_video_fits(n_text + n_image, v.n_frames(), per_frame, cfg.options.n_ctx)?;
-            Some(report)
-        }
+        (Some(v), Some((frame_format, _))) => Some(run_video_budget(
+            prep,
+            v,
+            frame_format,
+            n_text + n_image,
+            cfg.options.n_ctx,
+        )?),
         _ => None,
     };
     check_fits(n_text, n_image, cfg.options.n_ctx)?;
@@ -830,27 +767,38 @@ fn fewer_frames_hint(fitting: usize) -> String {
     }
 }
 
-/// A video's budget: `n_positions` (the whole prompt, `frames` frames of `per_frame` positions
-/// each included) plus one must fit `n_ctx`; the error names the frame cap that would.
-fn check_video_fits(
+/// The video's budget in a run of `n_positions` (the whole prompt, frames included): the same
+/// [`video_budget`] as `plan`, with the prompt's own positions as the reserve; a video that
+/// does not fit is an error naming the frame cap that would.
+fn run_video_budget(
+    prep: &Prepared,
+    v: &OpenedVideo,
+    frame_format: &ImageFormat,
     n_positions: usize,
-    frames: usize,
-    per_frame: usize,
     n_ctx: u32,
-) -> Result<(), RunError> {
-    let needed = n_positions + 1;
-    if needed <= n_ctx as usize {
-        return Ok(());
+) -> Result<VideoBudget, RunError> {
+    let per_frame = video_budget(v, frame_format, n_ctx, 0, 0)
+        .map_err(|source| RunError::Slice {
+            path: v.source.path().to_path_buf(),
+            source,
+        })?
+        .positions_per_frame;
+    let reserve = n_positions.saturating_sub(v.n_frames() * per_frame);
+    let budget = video_budget(v, frame_format, n_ctx, reserve, prep.facts.projector.n_embd)
+        .map_err(|source| RunError::Slice {
+            path: v.source.path().to_path_buf(),
+            source,
+        })?;
+    if !budget.fits {
+        return Err(RunError::VideoTooLong {
+            frames: budget.frames,
+            tokens_per_frame: budget.positions_per_frame,
+            needed: n_positions + 1,
+            n_ctx,
+            fitting: budget.fitting_max_frames,
+        });
     }
-    let base = needed.saturating_sub(frames * per_frame);
-    let fitting = (n_ctx as usize).saturating_sub(base) / per_frame.max(1);
-    Err(RunError::VideoTooLong {
-        frames,
-        tokens_per_frame: per_frame,
-        needed,
-        n_ctx,
-        fitting,
-    })
+    Ok(budget)
 }
 
 /// The images' embeddings and what making them cost.
@@ -1041,7 +989,7 @@ fn prefill_llama_cpp<'m>(
     // that names the image instead of mtmd's return code.
     plan_images(&prep.images, &prep.format(cfg.request.max_slices))?;
     // The reference path: the sampled frames, all decoded, given to mtmd as images.
-    let (frames, video) = reference_frames(prep)?;
+    let (frames, video) = reference_frames(prep, cfg.options.n_ctx)?;
     let all: Vec<LoadedImage> = prep.images.iter().cloned().chain(frames).collect();
     let rgb = mtmd_images(&all);
     let chunks = mtmd.tokenize(&prep.formatted, &rgb, true)?;
@@ -1099,7 +1047,10 @@ fn prefill_llama_cpp<'m>(
 
 /// The video's sampled frames, decoded, for llama.cpp's pipeline, which slices each up to 9
 /// times: refused when that differs from the frame slices asked for.
-fn reference_frames(prep: &Prepared) -> Result<(Vec<LoadedImage>, Option<VideoReport>), RunError> {
+fn reference_frames(
+    prep: &Prepared,
+    n_ctx: u32,
+) -> Result<(Vec<LoadedImage>, Option<VideoBudget>), RunError> {
     let (Some(v), Some((frame_format, plan))) = (&prep.video, prep.frame_plan()?) else {
         return Ok((Vec::new(), None));
     };
@@ -1115,7 +1066,13 @@ fn reference_frames(prep: &Prepared) -> Result<(Vec<LoadedImage>, Option<VideoRe
         .source
         .frames(&v.sample.indices)?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((frames, Some(VideoReport::of(v, &plan, &frame_format))))
+    let budget = video_budget(v, &frame_format, n_ctx, 0, prep.facts.projector.n_embd).map_err(
+        |source| RunError::Slice {
+            path: v.source.path().to_path_buf(),
+            source,
+        },
+    )?;
+    Ok((frames, Some(budget)))
 }
 
 /// The slice plan of every image, the error naming the image that cannot be planned.

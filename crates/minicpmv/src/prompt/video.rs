@@ -1,13 +1,14 @@
 //! A video's budget before any frame is decoded: which frames a run takes, what each costs in
 //! projector calls and context positions, and whether they fit the context (pure; the header
-//! was read by [`VideoRequest::open`](crate::vision::video::VideoRequest::open)).
+//! was read by [`VideoRequest::open`](crate::vision::video::VideoRequest::open)). One type for
+//! `plan`, `slice-plan` and a run's own check and report.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::prompt::layout::n_layout_tokens;
-use crate::vision::video::OpenedVideo;
+use crate::vision::video::{FrameSource, OpenedVideo};
 use crate::vision::{ImageFormat, SliceError};
 
 /// What a video costs a run.
@@ -15,6 +16,8 @@ use crate::vision::{ImageFormat, SliceError};
 pub struct VideoBudget {
     /// The video.
     pub path: PathBuf,
+    /// Where its frames come from: `ffmpeg`, `animation` (GIF/WebP) or `folder`.
+    pub decoder: &'static str,
     /// Frames and rate by its header.
     pub source_frames: usize,
     /// Frames per second of the video.
@@ -33,6 +36,11 @@ pub struct VideoBudget {
     pub frames: usize,
     /// Their indices.
     pub frame_indices: Vec<usize>,
+    /// Their times in seconds.
+    pub frame_times: Vec<f64>,
+    /// Frames fed together into one query set (4.5's 3D resampler packs up to 3; the bundled
+    /// llama.cpp has no such graph, so always 1).
+    pub packing: usize,
     /// Slices per frame at most.
     pub frame_slices: u32,
     /// Projector calls per frame.
@@ -52,7 +60,7 @@ pub struct VideoBudget {
     /// Whether the frames, one more position for the answer, and `prompt_reserve` positions for
     /// the prompt and chat template fit the context.
     pub fits: bool,
-    /// Positions left for the prompt and chat template.
+    /// Positions kept for the prompt and chat template (a plan's estimate, or a run's count).
     pub prompt_reserve: usize,
     /// The largest `--max-frames` that fits.
     pub fitting_max_frames: usize,
@@ -87,6 +95,11 @@ pub fn video_budget(
     let info = video.source.info();
     Ok(VideoBudget {
         path: video.source.path().to_path_buf(),
+        decoder: match video.source {
+            FrameSource::Ffmpeg(_) => "ffmpeg",
+            FrameSource::Animation(_) => "animation",
+            FrameSource::Folder(_) => "folder",
+        },
         source_frames: info.n_frames,
         source_fps: info.fps,
         duration_secs: info.duration(),
@@ -96,6 +109,8 @@ pub fn video_budget(
         max_frames: video.rule.max_frames(),
         frames,
         frame_indices: video.sample.indices.clone(),
+        frame_times: video.sample.times.clone(),
+        packing: 1,
         frame_slices: video.max_slices,
         chunks_per_frame: plan.n_chunks(),
         tokens_per_frame,
