@@ -26,6 +26,8 @@ fn main() {
         src.join("include"),
         src.join("ggml/include"),
         src.join("tools/mtmd"),
+        // ggml-backend-impl.h: the device struct, for `worker --mem`.
+        src.join("ggml/src"),
         // llama-ext.h: llama.cpp's memory breakdown, for the memory planner.
         src.join("src"),
     ];
@@ -38,6 +40,20 @@ fn main() {
     }
 
     let mut build = cc::Build::new();
+    println!("cargo:rerun-if-env-changed=GGML_RPC");
+    if env::var_os("CARGO_FEATURE_RPC").is_some() {
+        let ggml_rpc = env::var("GGML_RPC").unwrap_or_default();
+        assert!(
+            matches!(
+                ggml_rpc.to_ascii_uppercase().as_str(),
+                "ON" | "1" | "TRUE" | "YES"
+            ),
+            "minicpmv build: the `rpc` feature needs llama.cpp built with GGML_RPC=ON (set in \
+             .cargo/config.toml; GGML_RPC is {ggml_rpc:?} here). Build without it: \
+             GGML_RPC=OFF cargo build --no-default-features --features openmp"
+        );
+        build.define("MCV_RPC", None);
+    }
     build
         .cpp(true)
         .std("c++17")

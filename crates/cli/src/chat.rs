@@ -172,7 +172,7 @@ pub fn main(args: ChatArgs) -> Result<()> {
     let mut loaded = Pair::open(
         &model_path,
         &mmproj,
-        gen.session_options(low_mem, args.warmup),
+        gen.session_options(&model_path, low_mem, args.warmup)?,
     )?;
     let mut config = ChatConfig::default()
         .thinking(gen.thinking())

@@ -9,8 +9,10 @@ use minicpmv::encode::cache::CacheConfig;
 use minicpmv::session::options;
 
 use minicpmv::ffi::repack::Repack;
+use minicpmv::ffi::rpc::{Offload, RpcDevice, WorkerAddr};
 use minicpmv::ffi::{KvType, LoadParams, ProjectorAttention, SamplerParams};
 use minicpmv::plan::memory::{self as memplan, PlanSettings};
+use minicpmv::plan::split;
 use minicpmv::vision::video::VideoRequest;
 use minicpmv::vision::DEFAULT_MAX_PIXELS;
 use minicpmv::{Generation, SessionOptions};
@@ -185,6 +187,8 @@ pub struct GenerationArgs {
     pub threads: Option<u32>,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    #[command(flatten)]
+    pub rpc: RpcArgs,
     /// Keep the mapped pages the loader read to repack (llama.cpp's own behaviour: repacked
     /// weights then stay resident twice). For comparisons.
     #[arg(long)]
@@ -236,7 +240,20 @@ impl GenerationArgs {
     }
 
     /// How the pair is loaded and run, with the command's own low-memory and warm-up choices.
-    pub fn session_options(&self, low_mem: bool, warmup: bool) -> SessionOptions {
+    /// With --rpc this connects to the workers and splits `model` over them.
+    pub fn session_options(
+        &self,
+        model: &Path,
+        low_mem: bool,
+        warmup: bool,
+    ) -> Result<SessionOptions> {
+        let mut options = self.local_session_options(low_mem, warmup);
+        options.load.offload = self.rpc.connect(model)?;
+        Ok(options)
+    }
+
+    /// [`GenerationArgs::session_options`] without --rpc.
+    pub fn local_session_options(&self, low_mem: bool, warmup: bool) -> SessionOptions {
         let m = &self.memory;
         SessionOptions::default()
             .threads(self.n_threads())
@@ -272,6 +289,10 @@ impl GenerationArgs {
         let m = &self.memory;
         if m.low_mem {
             return true;
+        }
+        // The planner counts the whole model on this machine; with workers it does not apply.
+        if self.rpc.rpc.is_some() {
+            return false;
         }
         if memplan::clearly_fits(model, mmproj, m.ctx_size) {
             return false;
@@ -496,4 +517,83 @@ fn parse_finite(s: &str) -> Result<f32, String> {
 /// ([`minicpmv::plan::system::performance_cores`]).
 pub fn default_threads() -> i32 {
     minicpmv::plan::system::performance_cores() as i32
+}
+
+/// Layers on other boxes, over ggml's RPC backend (`minicpmv worker` on each).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RpcArgs {
+    /// Split the language model's layers over this machine and RPC workers
+    /// (`minicpmv worker` or llama.cpp's rpc-server on each box). The projector stays here.
+    /// The protocol has no authentication or encryption: trusted networks only.
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]",
+          value_parser = parse_workers)]
+    pub rpc: Option<Workers>,
+    /// With --rpc: each box's share of the layers, this machine first, then the workers in
+    /// --rpc order (any scale: `1,1,1`, or GB of memory `8,4,4`; `0,1,1` puts every layer on
+    /// the workers). Default: by memory (this machine's available, each worker's reported).
+    #[arg(long, value_name = "LOCAL,W1,...", requires = "rpc", value_parser = parse_shares)]
+    pub rpc_split: Option<Shares>,
+}
+
+/// `--rpc` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workers(pub Vec<WorkerAddr>);
+
+fn parse_workers(s: &str) -> Result<Workers, String> {
+    minicpmv::ffi::rpc::parse_workers(s).map(Workers)
+}
+
+/// `--rpc-split` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shares(pub Vec<f64>);
+
+fn parse_shares(s: &str) -> Result<Shares, String> {
+    s.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| format!("{p:?} is not a share (a number >= 0)"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Shares)
+}
+
+impl RpcArgs {
+    /// Connects to the workers and splits `model` over them (None without --rpc), saying on
+    /// stderr which box holds which layers.
+    pub fn connect(&self, model: &Path) -> Result<Option<&'static Offload>> {
+        let Some(workers) = &self.rpc else {
+            return Ok(None);
+        };
+        let placement =
+            split::connect(model, &workers.0, self.rpc_split.as_ref().map(|s| &s.0[..]))?;
+        crate::note!(
+            "rpc: {}",
+            describe_split(&placement.split, &placement.offload.devices)
+        );
+        Ok(Some(placement.offload))
+    }
+}
+
+/// "layers 0-9 here; 10-19 on 127.0.0.1:50052 (RPC0); 20-27 and the output on ..."
+pub fn describe_split(split: &split::LayerSplit, devices: &[RpcDevice]) -> String {
+    let mut parts = Vec::new();
+    for b in 0..=devices.len() {
+        let layers = split.layers_of(b);
+        let output = split.output_box() == b;
+        let what = match (&layers, output) {
+            (Some(r), true) => format!("layers {}-{} and the output", r.start(), r.end()),
+            (Some(r), false) => format!("layers {}-{}", r.start(), r.end()),
+            (None, true) => "the output layer".to_string(),
+            (None, false) => "no layers".to_string(),
+        };
+        let place = match b {
+            0 => "here".to_string(),
+            b => format!("on {} ({})", devices[b - 1].addr, devices[b - 1].name),
+        };
+        parts.push(format!("{what} {place}"));
+    }
+    parts.join("; ")
 }

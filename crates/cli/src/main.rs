@@ -20,6 +20,7 @@ mod run;
 mod serve;
 mod slice_plan;
 mod synth;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -69,6 +70,11 @@ enum Command {
     /// Download a language model + mmproj pair from Hugging Face into the cache (default:
     /// MiniCPM-V 2.6 Q4_K_M), resuming partial files and checking sha256.
     Pull(pull::PullArgs),
+    /// Serve this machine's CPU to `--rpc` clients over ggml's RPC protocol (as llama.cpp's
+    /// rpc-server), so one model's layers can be split over several boxes. Listens on
+    /// 127.0.0.1 unless --host says otherwise; the protocol has no authentication or
+    /// encryption.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         },
         Command::Quality(args) => quality::main(args),
         Command::Pull(args) => pull::main(args),
+        Command::Worker(args) => worker::main(args),
         Command::Serve(args) => serve::main(args),
         Command::Plan(args) => match plan::main(args) {
             Ok(false) => return ExitCode::from(1),

@@ -8,8 +8,9 @@ use clap::Args;
 use minicpmv::plan::memory::{self as memplan, MemPlan};
 use minicpmv::prompt::video::VideoBudget;
 
-use super::common::{MemoryArgs, VideoArgs};
+use super::common::{MemoryArgs, RpcArgs, VideoArgs};
 use super::output::{human_bytes, Stdout};
+use minicpmv::plan::split::{self, RpcPlan};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -26,6 +27,10 @@ pub struct PlanArgs {
     pub video: VideoArgs,
     #[command(flatten)]
     pub memory: MemoryArgs,
+    /// Plan a split over RPC workers: each box's layers, weights and KV cache, and whether it
+    /// fits. Asks each worker for its memory (nothing is loaded or sent).
+    #[command(flatten)]
+    pub rpc: RpcArgs,
     /// With --video: load the projector and encode one blank frame of the video's size, to
     /// predict the time the frames' encoding takes on this machine (seconds of work; off by
     /// default, since the plan otherwise loads nothing).
@@ -87,9 +92,20 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         (Some(v), true) => Some(measure_frame(&args, v, threads)?),
         _ => None,
     };
+    let rpc = match &args.rpc.rpc {
+        Some(workers) => Some(split::plan_rpc(
+            &plan,
+            &workers.0,
+            args.rpc.rpc_split.as_ref().map(|s| &s.0[..]),
+        )?),
+        None => None,
+    };
     let mut out = Stdout::default();
     if args.json {
         let mut value = serde_json::to_value(&plan).context("serializing the plan")?;
+        if let Some(r) = &rpc {
+            value["rpc"] = serde_json::to_value(r).context("serializing the plan")?;
+        }
         if let (Some(m), Some(v)) = (&measured, value.get_mut("video")) {
             v["measured_secs_per_frame"] = serde_json::json!(m.secs_per_frame);
             v["predicted_encode_secs"] = serde_json::json!(
@@ -101,6 +117,9 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         out.write_str(&(text + "\n"));
     } else {
         out.write_str(&render(&plan));
+        if let Some(r) = &rpc {
+            out.write_str(&render_rpc(r));
+        }
         if let (Some(m), Some(v)) = (&measured, &plan.video) {
             out.write_str(&format!(
                 "  predicted encode: {:.1} s for {} frames (one {}x{} frame took {:.2} s on {} threads; decoding and the prefill come on top)\n",
@@ -114,7 +133,67 @@ pub fn main(args: PlanArgs) -> Result<bool> {
         }
     }
     out.finish().context("writing to stdout")?;
-    Ok(plan.fits && plan.video.as_ref().is_none_or(|v| v.fits))
+    // With workers, this machine's verdict is its share's, not the whole model's.
+    let fits = rpc.as_ref().map_or(plan.fits, |r| r.fits);
+    Ok(fits && plan.video.as_ref().is_none_or(|v| v.fits))
+}
+
+/// The per-box table of `plan --rpc`.
+fn render_rpc(r: &RpcPlan) -> String {
+    let mut t = format!(
+        "
+split over {} boxes (shares {}): llama.cpp n_gpu_layers {}, tensor_split {:?}
+",
+        r.boxes.len(),
+        r.shares
+            .iter()
+            .map(|s| format!("{s}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        r.split.n_gpu_layers,
+        r.split.tensor_split
+    );
+    t += &format!(
+        "  {:<22} {:<6} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  verdict
+",
+        "box", "device", "layers", "weights", "kv cache", "compute", "projector", "total", "memory"
+    );
+    for b in &r.boxes {
+        let layers = match (b.layers, b.output) {
+            (Some((a, z)), true) => format!("{a}-{z} + output"),
+            (Some((a, z)), false) => format!("{a}-{z}"),
+            (None, true) => "output".to_string(),
+            (None, false) => "-".to_string(),
+        };
+        let verdict = match b.fits {
+            Some(true) => "fits",
+            Some(false) => "does NOT fit",
+            None => "unknown",
+        };
+        t += &format!(
+            "  {:<22} {:<6} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {verdict}
+",
+            b.name,
+            b.device,
+            layers,
+            human_bytes(b.weights),
+            human_bytes(b.kv_cache),
+            human_bytes(b.compute),
+            human_bytes(b.projector),
+            human_bytes(b.total),
+            b.memory.map_or_else(|| "?".to_string(), human_bytes),
+        );
+    }
+    t += &format!(
+        "split verdict: {}
+",
+        if r.fits {
+            "every box fits"
+        } else {
+            "a box does NOT fit: give it a smaller share with --rpc-split"
+        }
+    );
+    t
 }
 
 fn render(plan: &MemPlan) -> String {

@@ -108,7 +108,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     }
     let cfg = RunConfig::new(
         Pair::new(&model, &mmproj),
-        gen.session_options(low_mem, warmup),
+        gen.session_options(&model, low_mem, warmup)?,
         request,
     )
     .pipeline(pipeline);

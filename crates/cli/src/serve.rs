@@ -100,7 +100,7 @@ pub fn main(args: ServeArgs) -> Result<()> {
     });
     let config = ServerConfig {
         pair: minicpmv::Pair::new(&model, &mmproj),
-        options: gen.session_options(low_mem, args.warmup),
+        options: gen.session_options(&model, low_mem, args.warmup)?,
         cache: args.cache.config(),
         defaults: gen.generation(),
         max_slices: gen.memory.max_slices,

@@ -108,6 +108,18 @@ pub enum DecodeError {
     Rejected { n_tokens: usize },
 }
 
+/// The memory one ggml device holds for a context and its model.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceUse {
+    /// ggml's device name: `CPU`, `RPC0`, ...
+    pub name: String,
+    /// Its description (for an RPC device, the worker's `host:port`).
+    pub description: String,
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub compute: u64,
+}
+
 /// An inference context over a borrowed [`Model`]. Freed on drop.
 #[derive(Debug)]
 pub struct Context<'m> {
@@ -154,6 +166,31 @@ impl<'m> Context<'m> {
 
     pub(super) fn as_ptr(&self) -> *mut sys::llama_context {
         self.ptr.as_ptr()
+    }
+
+    /// Where this context's memory is, per ggml device (llama.cpp's memory breakdown): the local
+    /// `CPU` and, with RPC workers, each worker's device.
+    pub fn device_use(&self) -> Vec<DeviceUse> {
+        let mut out = [super::shim_sys::mcv_device_mem::default(); 32];
+        // SAFETY: self.ptr is a valid context; out has room for out.len() entries and the shim
+        // writes at most that many (it catches C++ exceptions).
+        let n = unsafe {
+            super::shim_sys::mcv_llama_device_memory(
+                self.as_ptr().cast(),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+        out.iter()
+            .take((n.max(0) as usize).min(out.len()))
+            .map(|d| DeviceUse {
+                name: super::c_buf_to_string(&d.name),
+                description: super::c_buf_to_string(&d.desc),
+                weights: d.model,
+                kv_cache: d.context,
+                compute: d.compute,
+            })
+            .collect()
     }
 
     /// The context length actually allocated.

@@ -32,6 +32,8 @@ pub struct LoadParams {
     /// the mapping come back on first use; those never read in full (the token-embedding table,
     /// of which a prompt reads a few rows) stay out, also without repacking.
     pub release_loader_pages: bool,
+    /// Layers placed on RPC workers ([`crate::rpc`]); `None` keeps the whole model local.
+    pub offload: Option<&'static crate::rpc::Offload>,
 }
 
 impl Default for LoadParams {
@@ -42,6 +44,7 @@ impl Default for LoadParams {
             n_gpu_layers: 0,
             repack: Repack::Auto,
             release_loader_pages: true,
+            offload: None,
         }
     }
 }
@@ -152,6 +155,12 @@ impl Model {
         let mut mp = unsafe { sys::llama_model_default_params() };
         mp.vocab_only = vocab_only;
         mp.n_gpu_layers = params.n_gpu_layers;
+        if let (false, Some(off)) = (vocab_only, params.offload) {
+            mp.devices = off.devices_ptr();
+            mp.n_gpu_layers = off.n_gpu_layers;
+            mp.tensor_split = off.tensor_split_ptr();
+            mp.split_mode = sys::LLAMA_SPLIT_MODE_LAYER;
+        }
         mp.load_mode = match (params.use_mmap, params.use_mlock) {
             (true, false) => sys::LLAMA_LOAD_MODE_MMAP,
             (true, true) => sys::LLAMA_LOAD_MODE_MMAP_MLOCK,

@@ -16,6 +16,7 @@ mod parity;
 mod pull;
 mod quality;
 mod quantize;
+mod rpc;
 mod run_versions;
 mod serve;
 mod slice_plan;

@@ -10,6 +10,10 @@
 #include "mtmd-image.h"
 
 #include "ggml-backend.h"
+#include "ggml-backend-impl.h"
+#ifdef MCV_RPC
+#include "ggml-rpc.h"
+#endif
 #include "llama.h"
 #include "llama-ext.h"
 
@@ -419,3 +423,141 @@ extern "C" int32_t mcv_clip_memory_estimate(const char * path, int32_t flash_att
     }
     return 1;
 }
+
+extern "C" int32_t mcv_llama_device_memory(const void * ctx, mcv_device_mem * out, size_t cap) {
+    std::vector<mcv_device_mem> devs;
+    try {
+        auto breakdown = llama_get_memory_breakdown((const llama_context *) ctx);
+        for (const auto & [buft, mb] : breakdown) {
+            ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+            const char * name = dev ? ggml_backend_dev_name(dev) : "CPU";
+            const char * desc = dev ? ggml_backend_dev_description(dev) : "";
+            mcv_device_mem * slot = nullptr;
+            for (auto & d : devs) {
+                if (std::strcmp(d.name, name) == 0) {
+                    slot = &d;
+                }
+            }
+            if (slot == nullptr) {
+                devs.push_back(mcv_device_mem{});
+                slot = &devs.back();
+                std::snprintf(slot->name, sizeof(slot->name), "%s", name);
+                std::snprintf(slot->desc, sizeof(slot->desc), "%s", desc);
+            }
+            slot->model += mb.model;
+            slot->context += mb.context;
+            slot->compute += mb.compute;
+        }
+    } catch (...) {
+        return 0;
+    }
+    for (size_t i = 0; i < devs.size() && i < cap; i++) {
+        out[i] = devs[i];
+    }
+    return (int32_t) devs.size();
+}
+
+extern "C" void mcv_set_abort_callback(mcv_abort_fn f) {
+    ggml_set_abort_callback(f);
+}
+
+#ifdef MCV_RPC
+
+extern "C" bool mcv_rpc_available(void) {
+    return true;
+}
+
+extern "C" int32_t mcv_rpc_add_server(const char * endpoint, mcv_rpc_device * out, size_t cap,
+                                      char * err, size_t err_cap) {
+    try {
+        ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint);
+        if (reg == nullptr) {
+            set_err(err, err_cap, "the worker reports no devices");
+            return -1;
+        }
+        size_t n = ggml_backend_reg_dev_count(reg);
+        for (size_t i = 0; i < n && i < cap; i++) {
+            ggml_backend_dev_t dev = ggml_backend_reg_dev_get(reg, i);
+            out[i].dev = dev;
+            std::snprintf(out[i].name, sizeof(out[i].name), "%s", ggml_backend_dev_name(dev));
+            size_t free = 0, total = 0;
+            ggml_backend_dev_memory(dev, &free, &total);
+            out[i].free = free;
+            out[i].total = total;
+        }
+        return (int32_t) n;
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while connecting to the worker");
+    }
+    return -1;
+}
+
+// A worker's CPU device that advertises a set amount of memory (`minicpmv worker --mem`), as
+// llama.cpp's rpc-server `--mem` does: a copy of the CPU device whose get_memory answers the set
+// amount, and whose backends name it as their device (the RPC server asks the backend's device).
+static ggml_backend_device g_worker_dev;
+static uint64_t g_worker_mem = 0;
+
+static void worker_dev_memory(ggml_backend_dev_t, size_t * free, size_t * total) {
+    *free = (size_t) g_worker_mem;
+    *total = (size_t) g_worker_mem;
+}
+
+static ggml_backend_t (*g_cpu_init_backend)(ggml_backend_dev_t, const char *) = nullptr;
+
+static ggml_backend_t worker_dev_init(ggml_backend_dev_t dev, const char * params) {
+    ggml_backend_t backend = g_cpu_init_backend(dev, params);
+    if (backend != nullptr) {
+        backend->device = &g_worker_dev;
+    }
+    return backend;
+}
+
+extern "C" int32_t mcv_rpc_serve(const char * endpoint, const char * cache_dir, uint32_t n_threads,
+                                 uint64_t mem_bytes, char * err, size_t err_cap) {
+    try {
+        ggml_backend_dev_t cpu = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+        if (cpu == nullptr) {
+            set_err(err, err_cap, "no CPU backend in this build");
+            return 1;
+        }
+        ggml_backend_dev_t dev = cpu;
+        if (mem_bytes > 0) {
+            g_worker_dev = *cpu;
+            g_worker_mem = mem_bytes;
+            g_cpu_init_backend = cpu->iface.init_backend;
+            g_worker_dev.iface.get_memory = worker_dev_memory;
+            g_worker_dev.iface.init_backend = worker_dev_init;
+            dev = &g_worker_dev;
+        }
+        ggml_backend_rpc_start_server(endpoint, cache_dir, n_threads, 1, &dev);
+        set_err(err, err_cap, "ggml's RPC server stopped (its message is above)");
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception in the RPC server");
+    }
+    return 1;
+}
+
+#else
+
+extern "C" bool mcv_rpc_available(void) {
+    return false;
+}
+
+extern "C" int32_t mcv_rpc_add_server(const char *, mcv_rpc_device *, size_t, char * err,
+                                      size_t err_cap) {
+    set_err(err, err_cap, "this build has no RPC backend (build with the `rpc` feature)");
+    return -1;
+}
+
+extern "C" int32_t mcv_rpc_serve(const char *, const char *, uint32_t, uint64_t, char * err,
+                                 size_t err_cap) {
+    set_err(err, err_cap, "this build has no RPC backend (build with the `rpc` feature)");
+    return 1;
+}
+
+#endif

@@ -132,6 +132,51 @@ int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, uint32_t n_
 int32_t mcv_clip_memory_estimate(const char * path, int32_t flash_attn, uint64_t * weights,
                                  uint64_t * compute, char * err, size_t err_cap);
 
+
+/* ---- Where a live context's memory is, per device (llama.cpp's memory breakdown) ---------- */
+
+typedef struct mcv_device_mem {
+    char name[64];     /* ggml device name: "CPU", "RPC0", ... */
+    char desc[128];    /* its description (an RPC device's is the worker's host:port) */
+    uint64_t model;    /* weights */
+    uint64_t context;  /* KV cache */
+    uint64_t compute;  /* compute buffers */
+} mcv_device_mem;
+
+/* ctx is a llama_context *. Writes up to cap devices into out (in first-seen order) and
+ * returns how many there are. */
+int32_t mcv_llama_device_memory(const void * ctx, mcv_device_mem * out, size_t cap);
+
+/* ---- ggml's RPC backend (compiled when the crate feature `rpc` is on: MCV_RPC) ------------ */
+
+typedef struct mcv_rpc_device {
+    void * dev;        /* ggml_backend_dev_t, valid for the whole process */
+    char name[64];     /* "RPC0", "RPC1", ... */
+    uint64_t free;     /* memory the worker reports */
+    uint64_t total;
+} mcv_rpc_device;
+
+/* Whether this build has the RPC backend. */
+bool mcv_rpc_available(void);
+
+/* Connects to the worker at endpoint ("host:port"; the caller has checked that it answers the
+ * protocol's HELLO, since ggml aborts the process when it does not) and writes up to cap of its
+ * devices into out. Returns the count, or -1 with a message in err. */
+int32_t mcv_rpc_add_server(const char * endpoint, mcv_rpc_device * out, size_t cap, char * err,
+                           size_t err_cap);
+
+/* Serves this machine's CPU backend over ggml RPC with ggml's own server, one client at a time,
+ * until the process ends. mem_bytes > 0 advertises that much memory (free and total) to
+ * clients; 0 advertises what the CPU device reports. cache_dir may be NULL. Returns only on
+ * failure, with a message in err. */
+int32_t mcv_rpc_serve(const char * endpoint, const char * cache_dir, uint32_t n_threads,
+                      uint64_t mem_bytes, char * err, size_t err_cap);
+
+/* ggml's abort hook (ggml_set_abort_callback): called with ggml's message before the process
+ * aborts. NULL restores ggml's default (message and backtrace). */
+typedef void (*mcv_abort_fn)(const char * message);
+void mcv_set_abort_callback(mcv_abort_fn f);
+
 #ifdef __cplusplus
 }
 #endif

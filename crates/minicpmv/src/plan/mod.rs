@@ -2,4 +2,5 @@
 //! and what the machine has ([`system`]); a video's cost is [`crate::prompt::video`].
 
 pub mod memory;
+pub mod split;
 pub mod system;

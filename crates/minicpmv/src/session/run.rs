@@ -207,6 +207,10 @@ pub struct RunOutput {
     /// The video's frames and what they cost, when the request had one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub video: Option<VideoBudget>,
+    /// Where the language model's memory is, per ggml device (llama.cpp's memory breakdown),
+    /// when its layers are split over RPC workers ([`crate::plan::split`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<crate::ffi::DeviceUse>,
 }
 
 /// Why a run failed.
@@ -672,6 +676,11 @@ pub(crate) fn generate_and_report(
         cpu_backend: crate::ffi::cpu_backend(),
         weight_repack: model.repacked(),
         video: pre.video,
+        devices: if cfg.options.load.offload.is_some() {
+            ctx.device_use()
+        } else {
+            Vec::new()
+        },
     })
 }
 
