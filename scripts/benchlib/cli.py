@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only the video section: `minicpmv run --video` on a generated 60 s 720p clip "
                          "against llama-mtmd-cli fed the same frames as images, for each of --configs; "
                          "output docs/benchmarks/video/ (see benchlib/video.py)")
+    ap.add_argument("--rpc", action="store_true",
+                    help="only the RPC section: the headline pair local against split 50/50 over two "
+                         "`minicpmv worker` on loopback (time per token, prefill, load, traffic per "
+                         "token); output docs/benchmarks/rpc/ (see benchlib/rpc.py)")
     ap.add_argument("--video-frames", type=int, default=2,
                     help="--video: frames taken from the clip (--max-frames; default 2: each 720p "
                          "chunk costs seconds on 2 cores)")
@@ -397,6 +401,29 @@ def video_section(a: argparse.Namespace, plan: BenchPlan) -> None:
     print((out / "results.md").read_text())
 
 
+def rpc_section(a: argparse.Namespace, plan: BenchPlan) -> None:
+    """`--rpc`: ours local against ours over two loopback workers, on the headline pair."""
+    from .machine import git
+    from .rpc import run_rpc_bench
+    if not a.no_build:
+        run_checked(["cargo", "build", "--release", "--manifest-path", ROOT / "Cargo.toml"],
+                    "cargo build --release")
+    prepare_models(a.ours_bin, [plan.headline], plan.folders, plan.scale, a.threads, a.keep_f16)
+    out = a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / "rpc")
+    c = plan.headline
+    img = a.image.resolve() if a.image else plan.bench_dir / "image-448x448.png"
+    if not img.exists():
+        write_png(img, 448, 448)
+    try:
+        run_rpc_bench(a.ours_bin, c.model, c.mmproj, img, out, plan.logs, a.rounds, a.threads,
+                      a.ctx, a.n_predict, a.timeout, git("rev-parse", "--short=12", "HEAD"),
+                      plan.scale)
+    except (RuntimeError, OSError, ValueError) as e:
+        die(f"rpc bench: {e}")
+    log(f"wrote {out}/results.md and results.json")
+    print((out / "results.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     if a.render:
@@ -408,6 +435,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.server:
         a.n_predict = n_predict_given
         server_section(a, plan)
+        return
+    if a.rpc:
+        a.n_predict = n_predict_given or 16
+        rpc_section(a, plan)
         return
     if a.video:
         a.n_predict = n_predict_given or 8
