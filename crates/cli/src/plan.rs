@@ -140,23 +140,45 @@ pub fn main(args: PlanArgs) -> Result<bool> {
 
 /// The per-box table of `plan --rpc`.
 fn render_rpc(r: &RpcPlan) -> String {
+    let shares = if r.by_memory {
+        "shares by memory".to_string()
+    } else {
+        let shares: Vec<String> = r.shares.iter().map(|s| s.to_string()).collect();
+        format!("--rpc-split {}", shares.join(","))
+    };
     let mut t = format!(
-        "
-split over {} boxes (shares {}): llama.cpp n_gpu_layers {}, tensor_split {:?}
-",
+        "\nsplit over {} boxes ({shares}): llama.cpp n_gpu_layers {}, tensor_split {:?}\n",
         r.boxes.len(),
-        r.shares
-            .iter()
-            .map(|s| format!("{s}"))
-            .collect::<Vec<_>>()
-            .join(","),
         r.split.n_gpu_layers,
         r.split.tensor_split
     );
-    t += &format!(
-        "  {:<22} {:<6} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  verdict
-",
-        "box", "device", "layers", "weights", "kv cache", "compute", "projector", "total", "memory"
+    let row = |cells: [&str; 9], verdict: &str| {
+        format!(
+            "  {:<22} {:<6} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {verdict}\n",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            cells[6],
+            cells[7],
+            cells[8]
+        )
+    };
+    t += &row(
+        [
+            "box",
+            "device",
+            "layers",
+            "weights",
+            "kv cache",
+            "compute",
+            "projector",
+            "total",
+            "memory",
+        ],
+        "verdict",
     );
     for b in &r.boxes {
         let layers = match (b.layers, b.output) {
@@ -170,29 +192,27 @@ split over {} boxes (shares {}): llama.cpp n_gpu_layers {}, tensor_split {:?}
             Some(false) => "does NOT fit",
             None => "unknown",
         };
-        t += &format!(
-            "  {:<22} {:<6} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}  {verdict}
-",
-            b.name,
-            b.device,
-            layers,
-            human_bytes(b.weights),
-            human_bytes(b.kv_cache),
-            human_bytes(b.compute),
-            human_bytes(b.projector),
-            human_bytes(b.total),
-            b.memory.map_or_else(|| "?".to_string(), human_bytes),
+        let memory = b.memory.map_or_else(|| "?".to_string(), human_bytes);
+        t += &row(
+            [
+                &b.name,
+                &b.device,
+                &layers,
+                &human_bytes(b.weights),
+                &human_bytes(b.kv_cache),
+                &human_bytes(b.compute),
+                &human_bytes(b.projector),
+                &human_bytes(b.total),
+                &memory,
+            ],
+            verdict,
         );
     }
-    t += &format!(
-        "split verdict: {}
-",
-        if r.fits {
-            "every box fits"
-        } else {
-            "a box does NOT fit: give it a smaller share with --rpc-split"
-        }
-    );
+    t += if r.fits {
+        "split verdict: every box fits\n"
+    } else {
+        "split verdict: a box does NOT fit: give it a smaller share with --rpc-split\n"
+    };
     t
 }
 

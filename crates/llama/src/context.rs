@@ -120,6 +120,18 @@ pub struct DeviceUse {
     pub compute: u64,
 }
 
+impl DeviceUse {
+    pub(crate) fn from_shim(d: &super::shim_sys::mcv_device_mem) -> DeviceUse {
+        DeviceUse {
+            name: super::c_buf_to_string(&d.name),
+            description: super::c_buf_to_string(&d.desc),
+            weights: d.model,
+            kv_cache: d.context,
+            compute: d.compute,
+        }
+    }
+}
+
 /// An inference context over a borrowed [`Model`]. Freed on drop.
 #[derive(Debug)]
 pub struct Context<'m> {
@@ -183,13 +195,7 @@ impl<'m> Context<'m> {
         };
         out.iter()
             .take((n.max(0) as usize).min(out.len()))
-            .map(|d| DeviceUse {
-                name: super::c_buf_to_string(&d.name),
-                description: super::c_buf_to_string(&d.desc),
-                weights: d.model,
-                kv_cache: d.context,
-                compute: d.compute,
-            })
+            .map(DeviceUse::from_shim)
             .collect()
     }
 

@@ -99,3 +99,49 @@ pub fn clip_memory_estimate(
     }
     Ok(ClipMemEstimate { weights, compute })
 }
+
+/// [`llama_memory_estimate`] with the model's layers placed by `offload` (RPC workers): the
+/// bytes llama.cpp would allocate on each device (`CPU`, `RPC0`, ...). Asks the workers for
+/// their buffer alignment and sizes; sends no weights.
+pub fn llama_memory_estimate_devices(
+    path: &Path,
+    n_ctx: u32,
+    n_batch: u32,
+    kv_type: KvType,
+    repack: bool,
+    n_threads: i32,
+    offload: &'static crate::rpc::Offload,
+) -> Result<Vec<crate::DeviceUse>, String> {
+    super::init_backend();
+    let p = c_path(path)?;
+    let mut out = [shim::mcv_device_mem::default(); 32];
+    let mut err = [0 as std::os::raw::c_char; ERR_CAP];
+    // SAFETY: p is NUL-terminated; the device list is NULL-terminated and tensor_split has
+    // llama_max_devices() entries, both living for the process (Offload is 'static); out has
+    // room for out.len() entries and err for ERR_CAP bytes. The shim catches C++ exceptions.
+    let n = unsafe {
+        shim::mcv_llama_memory_estimate_devices(
+            p.as_ptr(),
+            n_ctx,
+            n_batch,
+            kv_type.ggml_type() as i32,
+            repack,
+            n_threads,
+            offload.devices_ptr().cast(),
+            offload.n_gpu_layers,
+            offload.tensor_split_ptr(),
+            out.as_mut_ptr(),
+            out.len(),
+            err.as_mut_ptr(),
+            ERR_CAP,
+        )
+    };
+    if n < 0 {
+        return Err(format!("{}: {}", path.display(), c_buf_to_string(&err)));
+    }
+    Ok(out
+        .iter()
+        .take((n as usize).min(out.len()))
+        .map(crate::context::DeviceUse::from_shim)
+        .collect())
+}

@@ -30,7 +30,8 @@ pub use clip::{
 };
 pub use context::{Context, ContextParams, DecodeError, DeviceUse, KvType};
 pub use estimate::{
-    clip_memory_estimate, llama_memory_estimate, ClipMemEstimate, LlamaMemEstimate,
+    clip_memory_estimate, llama_memory_estimate, llama_memory_estimate_devices, ClipMemEstimate,
+    LlamaMemEstimate,
 };
 pub use model::{apply_chat_template, model_load_count, LoadParams, Model, ModelLoadError, Token};
 pub use sampler::{Sampler, SamplerParams, SamplingError};

@@ -186,6 +186,16 @@ fn plan_rpc_predicts_each_box_share() {
             .unwrap_or_else(|| panic!("no device {} in the run: {devices:?}", b["device"]));
         assert_eq!(d["weights"], b["weights"], "weights of {}", b["device"]);
         assert_eq!(d["kv_cache"], b["kv_cache"], "KV cache of {}", b["device"]);
+        // Compute buffers: llama.cpp's estimate of this split, within 10% of what it allocates.
+        let (got, planned) = (
+            d["compute"].as_f64().unwrap(),
+            b["compute"].as_f64().unwrap(),
+        );
+        assert!(
+            planned > 0.0 && (got - planned).abs() <= 0.1 * planned,
+            "compute of {}: planned {planned}, allocated {got}",
+            b["device"]
+        );
     }
 
     // A box that cannot hold its share fails the plan (exit 1) and says which.

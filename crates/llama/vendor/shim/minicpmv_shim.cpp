@@ -424,10 +424,64 @@ extern "C" int32_t mcv_clip_memory_estimate(const char * path, int32_t flash_att
     return 1;
 }
 
+static int32_t device_memory(const llama_context * ctx, mcv_device_mem * out, size_t cap);
+
+extern "C" int32_t mcv_llama_memory_estimate_devices(const char * path, uint32_t n_ctx, uint32_t n_batch,
+                                                     int32_t type_kv, bool repack, int32_t n_threads,
+                                                     void ** devices, int32_t n_gpu_layers,
+                                                     const float * tensor_split, mcv_device_mem * out,
+                                                     size_t cap, char * err, size_t err_cap) {
+    try {
+        llama_model_params mp = llama_model_default_params();
+        mp.no_alloc = true;
+        mp.load_mode = LLAMA_LOAD_MODE_NONE;
+        mp.use_extra_bufts = repack;
+        mp.devices = (ggml_backend_dev_t *) devices;
+        mp.n_gpu_layers = n_gpu_layers;
+        mp.tensor_split = tensor_split;
+        mp.split_mode = LLAMA_SPLIT_MODE_LAYER;
+        llama_model * model = llama_model_load_from_file(path, mp);
+        if (model == nullptr) {
+            set_err(err, err_cap, "llama.cpp could not read the language model's metadata (run with -v for its log)");
+            return -1;
+        }
+        llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = n_ctx;
+        cp.n_batch = n_batch;
+        cp.n_ubatch = n_batch;
+        cp.n_threads = n_threads;
+        cp.n_threads_batch = n_threads;
+        cp.type_k = (ggml_type) type_kv;
+        cp.type_v = (ggml_type) type_kv;
+        if (type_kv != GGML_TYPE_F16) {
+            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        }
+        llama_context * ctx = llama_init_from_model(model, cp);
+        if (ctx == nullptr) {
+            llama_model_free(model);
+            set_err(err, err_cap, "llama.cpp could not plan a context of this size (run with -v for its log)");
+            return -1;
+        }
+        int32_t n = device_memory(ctx, out, cap);
+        llama_free(ctx);
+        llama_model_free(model);
+        return n;
+    } catch (const std::exception & e) {
+        set_err(err, err_cap, e.what());
+    } catch (...) {
+        set_err(err, err_cap, "unknown C++ exception while estimating memory");
+    }
+    return -1;
+}
+
 extern "C" int32_t mcv_llama_device_memory(const void * ctx, mcv_device_mem * out, size_t cap) {
+    return device_memory((const llama_context *) ctx, out, cap);
+}
+
+static int32_t device_memory(const llama_context * ctx, mcv_device_mem * out, size_t cap) {
     std::vector<mcv_device_mem> devs;
     try {
-        auto breakdown = llama_get_memory_breakdown((const llama_context *) ctx);
+        auto breakdown = llama_get_memory_breakdown(ctx);
         for (const auto & [buft, mb] : breakdown) {
             ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
             const char * name = dev ? ggml_backend_dev_name(dev) : "CPU";

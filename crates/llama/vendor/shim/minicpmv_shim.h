@@ -147,6 +147,15 @@ typedef struct mcv_device_mem {
  * returns how many there are. */
 int32_t mcv_llama_device_memory(const void * ctx, mcv_device_mem * out, size_t cap);
 
+/* mcv_llama_memory_estimate with the layers split over devices (llama_model_params devices,
+ * n_gpu_layers, tensor_split; devices is NULL-terminated): writes up to cap devices' bytes into
+ * out and returns how many there are, or -1 with a message in err. */
+int32_t mcv_llama_memory_estimate_devices(const char * path, uint32_t n_ctx, uint32_t n_batch,
+                                          int32_t type_kv, bool repack, int32_t n_threads,
+                                          void ** devices, int32_t n_gpu_layers,
+                                          const float * tensor_split, mcv_device_mem * out,
+                                          size_t cap, char * err, size_t err_cap);
+
 /* ---- ggml's RPC backend (compiled when the crate feature `rpc` is on: MCV_RPC) ------------ */
 
 typedef struct mcv_rpc_device {

@@ -50,7 +50,8 @@ impl LayerSplit {
         let items = n_layer as i64 + 1;
         let local = ((items as f64) * shares[0] / total).round() as i64;
         let n_gpu_layers = (items - local).clamp(0, items) as i32;
-        let tensor_split: Vec<f32> = shares[1..].iter().map(|&s| s as f32).collect();
+        // Normalised (llama.cpp normalises again; the placement below uses these same values).
+        let tensor_split: Vec<f32> = shares[1..].iter().map(|&s| (s / total) as f32).collect();
         let owner = place(n_layer, n_gpu_layers, &tensor_split);
         Ok(LayerSplit {
             n_layer,
@@ -127,7 +128,7 @@ pub struct BoxShare {
     pub weights: u64,
     /// KV cache bytes (its layers' part of the whole cache).
     pub kv_cache: u64,
-    /// Compute buffers (llama.cpp's estimate for the whole model, as each box holds one).
+    /// Compute buffers (llama.cpp's estimate for this split).
     pub compute: u64,
     /// The projector and the images' working memory (this machine only).
     pub projector: u64,
@@ -168,15 +169,15 @@ pub fn layer_weights(model: &GgufFile, n_layer: u32) -> (Vec<u64>, u64) {
     (items, input)
 }
 
-/// Each box's share: this machine first, then one per worker device. `kv_total` and `compute`
-/// are llama.cpp's estimates for the whole model on one box; `local_extra` is what only this
-/// machine holds (projector, images). `memory` is each box's memory, same order.
+/// Each box's share: this machine first, then one per worker device. `kv_total` is llama.cpp's
+/// KV cache estimate for the whole model; `compute` each box's compute buffers; `local_extra`
+/// what only this machine holds (projector, images). `memory` is each box's memory, same order.
 pub fn box_shares(
     split: &LayerSplit,
     model: &GgufFile,
     names: &[(String, String)],
     kv_total: u64,
-    compute: u64,
+    compute: &[u64],
     local_extra: u64,
     memory: &[Option<u64>],
 ) -> Vec<BoxShare> {
@@ -202,6 +203,7 @@ pub fn box_shares(
                 projector = local_extra;
             }
             let kv_cache = kv_per_layer * u64::from(n_layers);
+            let compute = compute.get(b).copied().unwrap_or(0);
             let total = weights + kv_cache + compute + projector;
             let mem = memory.get(b).copied().flatten();
             BoxShare {
@@ -296,6 +298,8 @@ pub fn connect(
 pub struct RpcPlan {
     /// Shares used, this machine first.
     pub shares: Vec<f64>,
+    /// Whether the shares are the boxes' memory (no `--rpc-split`).
+    pub by_memory: bool,
     /// Which box holds which layer.
     pub split: LayerSplit,
     /// This machine, then one per worker device.
@@ -304,56 +308,81 @@ pub struct RpcPlan {
     pub fits: bool,
 }
 
-/// Plans a split without loading anything: asks each worker for its memory with [`probe`]
-/// (ggml is not involved, so nothing is sent but the protocol's first messages) and shares
-/// the planned footprint out by layer.
-///
-/// [`probe`]: crate::ffi::rpc::probe
+/// Plans a split without loading any weights: connects to the workers (their memory, and the
+/// buffer sizes llama.cpp asks them for; no weights are sent), places the layers by `shares`
+/// (else by memory) and shares the planned footprint out per box. Weights and KV cache come
+/// from the tensor table and the placement (what each box holds resident); compute buffers
+/// from llama.cpp's own estimate of this split, which has a buffer per device (and, when every
+/// layer is on the workers, llama.cpp's pipeline-parallel copies of them).
 pub fn plan_rpc(
     plan: &crate::plan::memory::MemPlan,
     workers: &[WorkerAddr],
     shares: Option<&[f64]>,
 ) -> Result<RpcPlan, SplitError> {
+    let shares_given = shares;
     let model = GgufFile::open(&plan.model).map_err(|e| SplitError::Model(e.to_string()))?;
     let n_layer = n_layer_of(&model).map_err(SplitError::Model)?;
-    let mut names = vec![("local".to_string(), "CPU".to_string())];
-    let mut memory = vec![plan.available.as_ref().map(|a| a.bytes)];
-    for addr in workers {
-        let info = crate::ffi::rpc::probe(addr, crate::ffi::rpc::PROBE_TIMEOUT)?;
-        for d in &info.devices {
-            names.push((addr.to_string(), format!("RPC{}", names.len() - 1)));
-            memory.push(Some(d.free));
-        }
-    }
+    let devices = crate::ffi::rpc::connect(workers)?;
+    let local_memory = plan.available.as_ref().map(|a| a.bytes);
     let shares = match shares {
-        Some(s) if s.len() != names.len() => {
+        Some(s) if s.len() != devices.len() + 1 => {
             return Err(SplitError::Shares(format!(
                 "{} shares given; {} needed (this machine, then one per worker device)",
                 s.len(),
-                names.len()
+                devices.len() + 1
             )))
         }
         Some(s) => s.to_vec(),
-        None => memory.iter().map(|m| m.unwrap_or(0) as f64).collect(),
+        None => default_shares(local_memory.unwrap_or(0), &devices),
     };
     let split = LayerSplit::new(n_layer, &shares).map_err(SplitError::Shares)?;
+    let mut names = vec![("local".to_string(), "CPU".to_string())];
+    let mut memory = vec![local_memory];
+    for d in &devices {
+        names.push((d.addr.to_string(), d.name.clone()));
+        memory.push(Some(d.memory.free));
+    }
+    let offload =
+        crate::ffi::rpc::Offload::leak(devices, split.n_gpu_layers, split.tensor_split.clone());
+    let s = &plan.prediction.settings;
+    let estimate = crate::ffi::llama_memory_estimate_devices(
+        &plan.model,
+        s.n_ctx,
+        s.n_batch.min(s.n_ctx),
+        s.kv_type,
+        plan.footprint.repack.repack,
+        s.n_threads,
+        offload,
+    )
+    .map_err(SplitError::Model)?;
     let fp = &plan.footprint;
     let local_extra = fp.projector_weights
         + fp.projector_compute
         + fp.image_embeddings
         + fp.runtime
         + fp.text_metadata;
+    let compute: Vec<u64> = names
+        .iter()
+        .map(|(_, device)| {
+            estimate
+                .iter()
+                .filter(|d| &d.name == device)
+                .map(|d| d.compute)
+                .sum()
+        })
+        .collect();
     let boxes = box_shares(
         &split,
         &model,
         &names,
         fp.kv_cache,
-        fp.text_compute,
+        &compute,
         local_extra,
         &memory,
     );
     let fits = boxes.iter().all(|b| b.fits != Some(false));
     Ok(RpcPlan {
+        by_memory: shares_given.is_none(),
         shares,
         split,
         boxes,
@@ -408,7 +437,7 @@ mod tests {
         // Local 3 : worker 1 (a 16 GB box and a 4 GB Pi, 32 layers as Llama3-V 2.5):
         // 33 * 0.75 = 24.75 -> 25 local (layers 0..=24), 8 items remote: 7 layers and output.
         let s = LayerSplit::new(32, &[12.0, 4.0]).unwrap();
-        assert_eq!((s.n_gpu_layers, s.tensor_split.clone()), (8, vec![4.0]));
+        assert_eq!((s.n_gpu_layers, s.tensor_split.clone()), (8, vec![0.25]));
         assert_eq!(s.layers_of(0), Some(0..=24));
         assert_eq!(s.layers_of(1), Some(25..=31));
         assert_eq!(s.output_box(), 1);
