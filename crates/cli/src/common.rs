@@ -273,7 +273,9 @@ impl GenerationArgs {
 
     pub fn load_params(&self) -> LoadParams {
         LoadParams {
-            use_mmap: !self.memory.no_mmap,
+            // With workers the file is read, not mapped: llama.cpp maps with MAP_POPULATE, which
+            // makes the whole file resident here, the workers' layers included.
+            use_mmap: !self.memory.no_mmap && self.rpc.rpc.is_none(),
             use_mlock: self.memory.mlock,
             repack: self.memory.repack(),
             release_loader_pages: !self.keep_loader_pages,
@@ -524,7 +526,9 @@ pub fn default_threads() -> i32 {
 pub struct RpcArgs {
     /// Split the language model's layers over this machine and RPC workers
     /// (`minicpmv worker` or llama.cpp's rpc-server on each box). The projector stays here.
-    /// The protocol has no authentication or encryption: trusted networks only.
+    /// The model file is read rather than mapped (as --no-mmap), so that the workers' layers
+    /// do not stay resident here. The protocol has no authentication or encryption: trusted
+    /// networks only.
     #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]",
           value_parser = parse_workers)]
     pub rpc: Option<Workers>,

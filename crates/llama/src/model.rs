@@ -193,6 +193,9 @@ impl Model {
         })?;
         // SAFETY: ptr is a valid model; the vocab it returns lives as long as the model.
         let vocab = NonNull::new(unsafe { sys::llama_model_get_vocab(ptr.as_ptr()) } as *mut _);
+        if !vocab_only && params.offload.is_some() {
+            crate::rpc::watch_connections();
+        }
         match vocab {
             Some(vocab) => Ok(Model {
                 ptr,

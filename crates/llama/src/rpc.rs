@@ -311,6 +311,8 @@ unsafe impl Sync for DevicePtr {}
 
 /// Workers in use in this process, for the abort hook.
 static WORKERS: Mutex<Vec<WorkerAddr>> = Mutex::new(Vec::new());
+/// ggml's connection to each worker (the socket's descriptor), for [`lost_workers`].
+static SOCKETS: Mutex<Vec<(WorkerAddr, i32)>> = Mutex::new(Vec::new());
 static ABORT_HOOK: Once = Once::new();
 
 /// Adds the workers to this process's ggml, after [`probe`] has checked each one, and returns
@@ -353,7 +355,6 @@ pub fn connect(addrs: &[WorkerAddr]) -> Result<Vec<RpcDevice>, RpcError> {
                 message: c_buf_to_string(&err),
             });
         }
-        keep_alive(addr);
         for d in out.iter().take(n as usize) {
             devices.push(RpcDevice {
                 dev: DevicePtr(d.dev),
@@ -428,9 +429,21 @@ impl Offload {
     }
 }
 
-/// Turns on TCP keep-alive (and a send timeout) on this process's sockets connected to `addr`:
-/// ggml's client reads without a timeout, so a worker whose box vanished would otherwise hang
-/// the run. A slow worker is not affected: keep-alive probes are answered by its kernel.
+/// Finds ggml's connections to the workers in use and turns on TCP keep-alive (and a send
+/// timeout) on them: ggml's client reads without a timeout, so a worker whose box vanished
+/// would otherwise hang the run. A slow worker is not affected: keep-alive probes are answered
+/// by its kernel. The connections are also remembered for [`lost_workers`].
+///
+/// ggml holds a connection only while buffers or backends on that worker exist, so this runs
+/// after the model has loaded ([`crate::Model::load`] with an offload).
+pub(crate) fn watch_connections() {
+    let workers = WORKERS.lock().map(|w| w.clone()).unwrap_or_default();
+    SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    for addr in &workers {
+        keep_alive(addr);
+    }
+}
+
 fn keep_alive(addr: &WorkerAddr) {
     let Ok(target) = resolve(addr) else { return };
     #[cfg(target_os = "linux")]
@@ -448,6 +461,10 @@ fn keep_alive(addr: &WorkerAddr) {
             };
             if peer_of(fd) == Some(target) {
                 set_keep_alive(fd);
+                SOCKETS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((addr.clone(), fd));
                 log::info!("RPC worker {addr}: TCP keep-alive on socket {fd}");
             }
         }
@@ -478,6 +495,60 @@ fn peer_of(fd: i32) -> Option<SocketAddr> {
         unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
     let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
     Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+}
+
+/// The workers whose connection has ended (the worker closed it, or keep-alive found its box
+/// gone): every use of their layers would end the process, so a server refuses requests
+/// instead (see `minicpmv serve`). Read from the kernel's TCP state of ggml's sockets; sends
+/// nothing. Empty without workers, or off Linux.
+pub fn lost_workers() -> Vec<WorkerAddr> {
+    #[cfg(target_os = "linux")]
+    {
+        let sockets = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lost: Vec<WorkerAddr> = Vec::new();
+        for (addr, fd) in sockets.iter() {
+            // Lost: a TCP socket out of ESTABLISHED whose peer is the worker (FIN received), or
+            // that has no peer any more (reset). A descriptor that is not a TCP socket now, or
+            // leads elsewhere, was closed by ggml (its model freed) and perhaps reused.
+            let Some(state) = tcp_state(*fd) else {
+                continue;
+            };
+            let peer = peer_of(*fd);
+            /// `TCP_LISTEN`: a reused descriptor, never a connection of ours.
+            const TCP_LISTEN: u8 = 10;
+            let ours = state != TCP_LISTEN && (peer.is_none() || peer == resolve(addr).ok());
+            if ours && state != TCP_ESTABLISHED && !lost.contains(addr) {
+                lost.push(addr.clone());
+            }
+        }
+        lost
+    }
+    #[cfg(not(target_os = "linux"))]
+    Vec::new()
+}
+
+/// `TCP_ESTABLISHED` of linux/tcp_states.h.
+#[cfg(target_os = "linux")]
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The kernel's TCP state of `fd` (linux/tcp_states.h), None when it is not a TCP socket.
+#[cfg(target_os = "linux")]
+fn tcp_state(fd: i32) -> Option<u8> {
+    // The first byte of struct tcp_info is tcpi_state; ask for a small prefix of it.
+    let mut info = [0u8; 8];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: info and len are valid out-parameters of the given size; getsockopt writes at
+    // most len bytes and fails harmlessly on a descriptor that is not a TCP socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len >= 1).then_some(info[0])
 }
 
 #[cfg(target_os = "linux")]
@@ -519,16 +590,20 @@ extern "C" fn on_ggml_abort(message: *const c_char) {
         return;
     }
     let workers = WORKERS.lock().map(|w| w.clone()).unwrap_or_default();
-    let gone: Vec<String> = workers
-        .iter()
-        .filter(|a| {
-            resolve(a)
-                .ok()
-                .and_then(|s| TcpStream::connect_timeout(&s, Duration::from_secs(2)).ok())
-                .is_none()
-        })
-        .map(|a| a.to_string())
-        .collect();
+    let mut gone: Vec<String> = lost_workers().iter().map(|a| a.to_string()).collect();
+    if gone.is_empty() {
+        // No socket state to go by: a worker that takes no connection is the one.
+        gone = workers
+            .iter()
+            .filter(|a| {
+                resolve(a)
+                    .ok()
+                    .and_then(|s| TcpStream::connect_timeout(&s, Duration::from_secs(2)).ok())
+                    .is_none()
+            })
+            .map(|a| a.to_string())
+            .collect();
+    }
     let who = if gone.is_empty() {
         format!(
             "one of the RPC workers ({}) dropped the connection",

@@ -224,6 +224,9 @@ impl Engine {
             }
             State::Ready => {}
         }
+        if let Some(err) = lost_worker_error() {
+            return Err(err);
+        }
         self.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
         match self.queue.try_send(job) {
             Ok(()) => Ok(()),
@@ -248,6 +251,23 @@ impl Engine {
             }
         }
     }
+}
+
+/// 503 when an RPC worker of the model (`serve --rpc`) has gone: the layers it held are lost
+/// with it, and ggml's client ends the process on their next use.
+pub fn lost_worker_error() -> Option<ApiError> {
+    let lost = minicpmv::ffi::rpc::lost_workers();
+    if lost.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = lost.iter().map(|a| a.to_string()).collect();
+    Some(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "RPC worker {} is gone, and the model's layers it held with it: restart the worker, then this server",
+            names.join(", ")
+        ),
+    ))
 }
 
 fn engine_main(
@@ -322,6 +342,12 @@ fn answer(chat: &mut ChatSession<'_>, job: Job, metrics: &Metrics, abort: &Atomi
         }
         _ => {}
     };
+    // A worker lost while this request waited: refuse it (using its layers would end the
+    // process).
+    if let Some(err) = lost_worker_error() {
+        let _ = job.updates.send(Update::Done(Err(err)));
+        return;
+    }
     let cancel = || stopped.get() || gone() || abort.load(Ordering::SeqCst);
     let result = chat.answer(&job.conversation, &job.settings, &mut on_event, &cancel);
     let out = match result {

@@ -248,7 +248,14 @@ async fn count(State(app): State<AppState>, req: Request, next: Next) -> Respons
 
 async fn health(State(app): State<AppState>) -> Response {
     match app.engine.state() {
-        EngineState::Ready => Json(json!({"status": "ok"})).into_response(),
+        EngineState::Ready => match engine::lost_worker_error() {
+            None => Json(json!({"status": "ok"})).into_response(),
+            Some(err) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "worker_lost", "error": {"message": err.message, "type": "unavailable_error", "code": 503}})),
+            )
+                .into_response(),
+        },
         EngineState::Loading => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "loading", "error": {"message": "the model is loading", "type": "unavailable_error", "code": 503}})),

@@ -303,3 +303,49 @@ fn a_worker_killed_mid_generation_is_a_clean_error() {
     );
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+/// `serve --rpc`: answers with its layers on the workers; once a worker is gone, requests and
+/// /health get a 503 naming it (using the lost layers would end the process), and the server
+/// itself stays up to say so.
+#[test]
+fn serve_refuses_requests_once_a_worker_is_gone() {
+    use super::serve::{get, post, Server};
+    let pair = tiny_pair("2.6");
+    let (w1, mut w2) = (Worker::start(&[]), Worker::start(&[]));
+    let workers = format!("{},{}", w1.addr(), w2.addr());
+    let server = Server::start(&pair, &["--rpc", &workers, "--rpc-split", "1,1,1"]);
+    let body = serde_json::json!({
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "max_tokens": 4,
+        "temperature": 0
+    });
+    let ok = post(server.addr, "/v1/chat/completions", &body);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(get(server.addr, "/health", &[]).status, 200);
+
+    w2.kill();
+    // The kernel sees the worker's connection close at once; bounded wait all the same.
+    let mut health = get(server.addr, "/health", &[]);
+    for _ in 0..100 {
+        if health.status == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        health = get(server.addr, "/health", &[]);
+    }
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "worker_lost");
+    let refused = post(server.addr, "/v1/chat/completions", &body);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains(&format!("RPC worker {} is gone", w2.addr())),
+        "{message}"
+    );
+    // Still serving (refusing) after that.
+    assert_eq!(get(server.addr, "/health", &[]).status, 503);
+}
