@@ -9,9 +9,8 @@ Two `minicpmv worker` processes on this machine (loopback), and `minicpmv run` o
 One machine cannot show a speed-up (the boxes share its cores and memory bandwidth, and one box
 computes at a time); what it shows is the cost of the hop: time per generated token, prefill and
 load, rpc / local per round, geometric mean and 95% interval. The bytes between the client and the
-workers per generated token are measured on the loopback interface (/proc/net/dev), as the
-difference between two rpc runs of N and 2N tokens (the weights sent at load are the same in
-both). docs/SCALE.md reads the figures."""
+workers come from the run's own `--json` (`rpc_traffic`: the kernel's TCP counters of ggml's
+connections, payload only): in all (weights, prompt, answer) and per decode step of the answer. docs/SCALE.md reads the figures."""
 import json
 import os
 import socket
@@ -70,17 +69,6 @@ class Worker:
         self.log.close()
 
 
-def loopback_bytes() -> int:
-    """Bytes through the loopback interface so far (/proc/net/dev, `lo` received: each packet
-    once, TCP/IP headers included; this machine's other loopback traffic too, which is nil
-    during the bench)."""
-    for line in Path("/proc/net/dev").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name.strip() == "lo":
-            return int(rest.split()[0])
-    raise RuntimeError("no loopback interface in /proc/net/dev")
-
-
 def run_argv(ours_bin: Path, model: Path, mmproj: Path, image: Path, threads: int, ctx: int,
              n: int, workers: list | None) -> list:
     argv = [ours_bin, "run", "-m", model, "--mmproj", mmproj, "--image", image, "-t", threads,
@@ -98,6 +86,7 @@ def one_run(argv: list, logs: Path, name: str, timeout: float) -> dict:
     rec.update(figures_of_run_json(j))
     rec["devices"] = j.get("devices", [])
     rec["token_ids"] = j.get("token_ids")
+    rec["rpc_traffic"] = j.get("rpc_traffic")
     rec["ms_per_token"] = 1000.0 / rec["decode_tok_s"] if rec.get("decode_tok_s") else None
     return rec
 
@@ -113,36 +102,25 @@ def run_rpc_bench(ours_bin: Path, model: Path, mmproj: Path, image: Path, out: P
             for side in order:
                 argv = run_argv(ours_bin, model, mmproj, image, threads, ctx, n_predict,
                                 workers if side == "rpc" else None)
-                before = loopback_bytes()
                 rec = one_run(argv, logs, f"rpc-r{r}-{side}", timeout)
-                rec.update(side=side, round=r, loopback_bytes=loopback_bytes() - before)
+                rec.update(side=side, round=r)
                 log(f"round {r} {side}: {fmt(rec['ms_per_token'], '{:.1f}')} ms/token, prefill "
                     f"{fmt(rec['prefill_s'], '{:.2f}')} s, load {fmt(rec['load_s'], '{:.2f}')} s")
                 runs.append(rec)
-        # Bytes per token: two rpc runs of N and 2N tokens.
-        io = {}
-        for n in (n_predict, 2 * n_predict):
-            before = loopback_bytes()
-            rec = one_run(run_argv(ours_bin, model, mmproj, image, threads, ctx, n, workers), logs,
-                          f"rpc-io-n{n}", timeout)
-            io[n] = (loopback_bytes() - before, rec["n_generated"])
         worker_rss = [w.peak_rss() for w in workers]
     finally:
         for w in workers:
             w.stop()
-    (b1, g1), (b2, g2) = io[n_predict], io[2 * n_predict]
-    per_token = (b2 - b1) / (g2 - g1) if g2 > g1 else None
-    result = summarize(runs, per_token, worker_rss, dict(
+    result = summarize(runs, worker_rss, dict(
         model=str(model), mmproj=str(mmproj), image=str(image), threads=threads, ctx=ctx,
-        n_predict=n_predict, rounds=rounds, split=SPLIT, commit=commit, scale=scale,
-        load_io_bytes=b1))
+        n_predict=n_predict, rounds=rounds, split=SPLIT, commit=commit, scale=scale))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "results.json", result)
     write_text_atomic(out / "results.md", render(result))
     return result
 
 
-def summarize(runs: list, per_token, worker_rss: list, settings: dict) -> dict:
+def summarize(runs: list, worker_rss: list, settings: dict) -> dict:
     by = {(r["round"], r["side"]): r for r in runs}
     rounds = sorted({r["round"] for r in runs})
     metrics = {}
@@ -156,8 +134,11 @@ def summarize(runs: list, per_token, worker_rss: list, settings: dict) -> dict:
             "ratio_interval": ratio_interval(ratios),
         }
     same_tokens = all(by[(i, "rpc")]["token_ids"] == by[(i, "local")]["token_ids"] for i in rounds)
+    traffic = [r["rpc_traffic"] for r in runs if r["side"] == "rpc" and r.get("rpc_traffic")]
     return {"settings": settings, "metrics": metrics, "same_tokens": same_tokens,
-            "worker_bytes_per_token": per_token, "worker_peak_rss_bytes": worker_rss,
+            "rpc_bytes_per_token": median([t.get("bytes_per_token") for t in traffic]),
+            "rpc_total_bytes": median([t.get("total_bytes") for t in traffic]),
+            "worker_peak_rss_bytes": worker_rss,
             "devices": by[(rounds[0], "rpc")]["devices"], "runs": runs}
 
 
@@ -189,11 +170,11 @@ def render(res: dict) -> str:
     lines += [
         "",
         f"- Same greedy tokens in every round: {'yes' if res['same_tokens'] else 'NO'}.",
-        f"- Traffic per generated token between the client and the workers (loopback bytes, "
-        f"both directions, TCP/IP headers included): "
-        f"{human_bytes(res['worker_bytes_per_token']) if res['worker_bytes_per_token'] else '–'}.",
+        f"- Traffic per decode step of the answer between the client and the workers (payload, "
+        f"both directions, `rpc_traffic.bytes_per_token`, median): {human_bytes(res['rpc_bytes_per_token'])}. "
+        f"The first step after the prompt sends the one-token graph whole; later ones reuse it.",
         f"- Traffic of one rpc run of -n {s['n_predict']} (weights sent at load, prompt, answer): "
-        f"{human_bytes(s['load_io_bytes'])}.",
+        f"{human_bytes(res['rpc_total_bytes'])}.",
         f"- Worker peak RSS: {', '.join(human_bytes(b) for b in res['worker_peak_rss_bytes'])}.",
         "- Memory per device in the rpc run (llama.cpp's breakdown; the client's CPU weights are "
         "the mapped span of the file, not resident):",

@@ -164,7 +164,8 @@ pub struct WorkerInfo {
 
 /// Whether this build has ggml's RPC backend.
 pub fn available() -> bool {
-    // SAFETY: a plain function without arguments.
+    super::init_backend();
+    // SAFETY: a plain function without arguments (the backends are initialised).
     unsafe { shim::mcv_rpc_available() }
 }
 
@@ -534,21 +535,56 @@ const TCP_ESTABLISHED: u8 = 1;
 /// The kernel's TCP state of `fd` (linux/tcp_states.h), None when it is not a TCP socket.
 #[cfg(target_os = "linux")]
 fn tcp_state(fd: i32) -> Option<u8> {
-    // The first byte of struct tcp_info is tcpi_state; ask for a small prefix of it.
-    let mut info = [0u8; 8];
-    let mut len = info.len() as libc::socklen_t;
+    tcp_info(fd).map(|i| i.tcpi_state)
+}
+
+/// `TCP_INFO` of `fd`, None when it is not a TCP socket.
+#[cfg(target_os = "linux")]
+fn tcp_info(fd: i32) -> Option<libc::tcp_info> {
+    // SAFETY: tcp_info is plain data; zero is a valid bit pattern.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: info and len are valid out-parameters of the given size; getsockopt writes at
-    // most len bytes and fails harmlessly on a descriptor that is not a TCP socket.
+    // most len bytes (an older kernel writes fewer, the rest stays zero) and fails harmlessly
+    // on a descriptor that is not a TCP socket.
     let rc = unsafe {
         libc::getsockopt(
             fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
+            (&mut info as *mut libc::tcp_info).cast(),
             &mut len,
         )
     };
-    (rc == 0 && len >= 1).then_some(info[0])
+    (rc == 0 && len >= 1).then_some(info)
+}
+
+/// Payload bytes on ggml's connections to the workers since they opened (the kernel's TCP
+/// counters: sent and acknowledged, received).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Traffic {
+    /// Both directions.
+    pub fn total(&self) -> u64 {
+        self.sent + self.received
+    }
+}
+
+/// [`Traffic`] now, over the connections [`watch_connections`] found (zero off Linux).
+pub fn traffic() -> Traffic {
+    let mut t = Traffic::default();
+    #[cfg(target_os = "linux")]
+    for (_, fd) in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Some(i) = tcp_info(*fd) {
+            t.sent += i.tcpi_bytes_acked;
+            t.received += i.tcpi_bytes_received;
+        }
+    }
+    t
 }
 
 #[cfg(target_os = "linux")]

@@ -119,6 +119,14 @@ fn two_workers_give_the_local_tokens() {
             assert!(d["weights"].as_u64().unwrap() > 0, "split {split}: {d}");
         }
         assert!(run.stderr.contains("rpc: "), "{}", run.stderr);
+        // The weights went over the network, then a little per token.
+        let traffic = &remote["rpc_traffic"];
+        let (total, per_token) = (
+            traffic["total_bytes"].as_u64().unwrap(),
+            traffic["bytes_per_token"].as_u64().unwrap(),
+        );
+        assert!(per_token > 0 && total > 20 * per_token, "{traffic}");
+        assert!(local.get("rpc_traffic").is_none());
     }
     // Both workers served, and are still up for the next client.
     assert!(w1

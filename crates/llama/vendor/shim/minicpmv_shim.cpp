@@ -11,9 +11,6 @@
 
 #include "ggml-backend.h"
 #include "ggml-backend-impl.h"
-#ifdef MCV_RPC
-#include "ggml-rpc.h"
-#endif
 #include "llama.h"
 #include "llama-ext.h"
 
@@ -517,14 +514,32 @@ extern "C" void mcv_set_abort_callback(mcv_abort_fn f) {
 
 #ifdef MCV_RPC
 
+// ggml's RPC entry points, through the backend registry as llama.cpp's common code does: the
+// same code works when the backend is linked in and when it is a loadable module (a `portable`
+// build, GGML_BACKEND_DL).
+typedef ggml_backend_reg_t (*rpc_add_server_fn)(const char * endpoint);
+typedef void (*rpc_start_server_fn)(const char * endpoint, const char * cache_dir, size_t n_threads,
+                                    size_t n_devices, ggml_backend_dev_t * devices);
+
+static void * rpc_proc(const char * name) {
+    ggml_backend_reg_t reg = ggml_backend_reg_by_name("RPC");
+    return reg ? ggml_backend_reg_get_proc_address(reg, name) : nullptr;
+}
+
 extern "C" bool mcv_rpc_available(void) {
-    return true;
+    return rpc_proc("ggml_backend_rpc_add_server") != nullptr &&
+           rpc_proc("ggml_backend_rpc_start_server") != nullptr;
 }
 
 extern "C" int32_t mcv_rpc_add_server(const char * endpoint, mcv_rpc_device * out, size_t cap,
                                       char * err, size_t err_cap) {
     try {
-        ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint);
+        auto add_server = (rpc_add_server_fn) rpc_proc("ggml_backend_rpc_add_server");
+        if (add_server == nullptr) {
+            set_err(err, err_cap, "ggml's RPC backend is not loaded");
+            return -1;
+        }
+        ggml_backend_reg_t reg = add_server(endpoint);
         if (reg == nullptr) {
             set_err(err, err_cap, "the worker reports no devices");
             return -1;
@@ -586,7 +601,12 @@ extern "C" int32_t mcv_rpc_serve(const char * endpoint, const char * cache_dir, 
             g_worker_dev.iface.init_backend = worker_dev_init;
             dev = &g_worker_dev;
         }
-        ggml_backend_rpc_start_server(endpoint, cache_dir, n_threads, 1, &dev);
+        auto start_server = (rpc_start_server_fn) rpc_proc("ggml_backend_rpc_start_server");
+        if (start_server == nullptr) {
+            set_err(err, err_cap, "ggml's RPC backend is not loaded");
+            return 1;
+        }
+        start_server(endpoint, cache_dir, n_threads, 1, &dev);
         set_err(err, err_cap, "ggml's RPC server stopped (its message is above)");
     } catch (const std::exception & e) {
         set_err(err, err_cap, e.what());

@@ -211,6 +211,22 @@ pub struct RunOutput {
     /// when its layers are split over RPC workers ([`crate::plan::split`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<crate::ffi::DeviceUse>,
+    /// Network traffic with the RPC workers, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_traffic: Option<RpcTraffic>,
+}
+
+/// Payload bytes between this process and its RPC workers (both directions; the kernel's TCP
+/// counters of ggml's connections).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RpcTraffic {
+    /// Since the model loaded: weights, prompt and answer.
+    pub total_bytes: u64,
+    /// While the answer was generated.
+    pub generate_bytes: u64,
+    /// Per decode step of the answer (one token through the model): `generate_bytes` over the
+    /// tokens generated after the first.
+    pub bytes_per_token: Option<u64>,
 }
 
 /// Why a run failed.
@@ -632,6 +648,8 @@ pub(crate) fn generate_and_report(
     let mut sampler =
         Sampler::new(&cfg.request.generation.sampling, model.n_vocab()).ok_or(RunError::Sampler)?;
     let mut split = Split::new(pre.thinking);
+    let offloaded = cfg.options.load.offload.is_some();
+    let traffic_before = offloaded.then(crate::ffi::rpc::traffic);
     let mut on_text = |s: &str| split.push(s, on_event);
     let gen = generate(
         model,
@@ -643,6 +661,16 @@ pub(crate) fn generate_and_report(
         &mut on_text,
     )?;
     let (text, thinking) = split.finish(on_event);
+    let rpc_traffic = traffic_before.map(|before| {
+        let after = crate::ffi::rpc::traffic();
+        let generate_bytes = after.total() - before.total();
+        let steps = gen.token_ids.len().saturating_sub(1) as u64;
+        RpcTraffic {
+            total_bytes: after.total(),
+            generate_bytes,
+            bytes_per_token: (steps > 0).then(|| generate_bytes / steps),
+        }
+    });
     let total_secs = t_start.elapsed().as_secs_f64();
     let n_gen = gen.token_ids.len();
     let timings = Timings {
@@ -676,11 +704,12 @@ pub(crate) fn generate_and_report(
         cpu_backend: crate::ffi::cpu_backend(),
         weight_repack: model.repacked(),
         video: pre.video,
-        devices: if cfg.options.load.offload.is_some() {
+        devices: if offloaded {
             ctx.device_use()
         } else {
             Vec::new()
         },
+        rpc_traffic,
     })
 }
 
