@@ -177,7 +177,7 @@ def render(res: dict) -> str:
         f"{human_bytes(res['rpc_total_bytes'])}.",
         f"- Worker peak RSS: {', '.join(human_bytes(b) for b in res['worker_peak_rss_bytes'])}.",
         "- Memory per device in the rpc run (llama.cpp's breakdown; the client's CPU weights are "
-        "the mapped span of the file, not resident):",
+        "the token embeddings, which llama.cpp always keeps local):",
         "",
         "| device | where | weights | KV cache | compute |",
         "|---|---|---|---|---|",

@@ -357,3 +357,41 @@ fn serve_refuses_requests_once_a_worker_is_gone() {
     // Still serving (refusing) after that.
     assert_eq!(get(server.addr, "/health", &[]).status, 503);
 }
+
+/// `chat --rpc`: two turns (the second reuses the KV cache on the workers) with the local
+/// chat's tokens.
+#[test]
+fn chat_over_workers_gives_the_local_turns() {
+    use super::harness::minicpmv_with_stdin;
+    let (model, mmproj) = tiny_pair("2.6");
+    let img = image(448, 336);
+    let script = format!(
+        "/image {}\nWhat is it?\nAnd the colour?\n/quit\n",
+        img.display()
+    );
+    let chat = |extra: &[&str]| {
+        let mut args: Vec<String> = ["chat", "-t", "1", "--temp", "0", "-n", "8", "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["-m".into(), model.display().to_string()]);
+        args.extend(["--mmproj".into(), mmproj.display().to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let run = minicpmv_with_stdin(&args, &script).ok();
+        let turns: Vec<serde_json::Value> = run
+            .stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        turns
+            .iter()
+            .map(|t| t["token_ids"].clone())
+            .collect::<Vec<_>>()
+    };
+    let local = chat(&[]);
+    assert_eq!(local.len(), 2, "{local:?}");
+    let (w1, w2) = (Worker::start(&[]), Worker::start(&[]));
+    let workers = format!("{},{}", w1.addr(), w2.addr());
+    assert_eq!(chat(&["--rpc", &workers, "--rpc-split", "1,1,1"]), local);
+}
