@@ -312,8 +312,8 @@ unsafe impl Sync for DevicePtr {}
 
 /// Workers in use in this process, for the abort hook.
 static WORKERS: Mutex<Vec<WorkerAddr>> = Mutex::new(Vec::new());
-/// ggml's connection to each worker (the socket's descriptor), for [`lost_workers`].
-static SOCKETS: Mutex<Vec<(WorkerAddr, i32)>> = Mutex::new(Vec::new());
+/// ggml's connection to each worker (its peer address and descriptor), for [`lost_workers`].
+static SOCKETS: Mutex<Vec<(WorkerAddr, SocketAddr, i32)>> = Mutex::new(Vec::new());
 static ABORT_HOOK: Once = Once::new();
 
 /// Adds the workers to this process's ggml, after [`probe`] has checked each one, and returns
@@ -465,7 +465,7 @@ fn keep_alive(addr: &WorkerAddr) {
                 SOCKETS
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push((addr.clone(), fd));
+                    .push((addr.clone(), target, fd));
                 log::info!("RPC worker {addr}: TCP keep-alive on socket {fd}");
             }
         }
@@ -507,7 +507,7 @@ pub fn lost_workers() -> Vec<WorkerAddr> {
     {
         let sockets = SOCKETS.lock().unwrap_or_else(|e| e.into_inner());
         let mut lost: Vec<WorkerAddr> = Vec::new();
-        for (addr, fd) in sockets.iter() {
+        for (addr, target, fd) in sockets.iter() {
             // Lost: a TCP socket out of ESTABLISHED whose peer is the worker (FIN received), or
             // that has no peer any more (reset). A descriptor that is not a TCP socket now, or
             // leads elsewhere, was closed by ggml (its model freed) and perhaps reused.
@@ -517,7 +517,7 @@ pub fn lost_workers() -> Vec<WorkerAddr> {
             let peer = peer_of(*fd);
             /// `TCP_LISTEN`: a reused descriptor, never a connection of ours.
             const TCP_LISTEN: u8 = 10;
-            let ours = state != TCP_LISTEN && (peer.is_none() || peer == resolve(addr).ok());
+            let ours = state != TCP_LISTEN && (peer.is_none() || peer == Some(*target));
             if ours && state != TCP_ESTABLISHED && !lost.contains(addr) {
                 lost.push(addr.clone());
             }
@@ -578,7 +578,7 @@ impl Traffic {
 pub fn traffic() -> Traffic {
     let mut t = Traffic::default();
     #[cfg(target_os = "linux")]
-    for (_, fd) in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (_, _, fd) in SOCKETS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         if let Some(i) = tcp_info(*fd) {
             t.sent += i.tcpi_bytes_acked;
             t.received += i.tcpi_bytes_received;

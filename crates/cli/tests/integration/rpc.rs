@@ -395,3 +395,17 @@ fn chat_over_workers_gives_the_local_turns() {
     let workers = format!("{},{}", w1.addr(), w2.addr());
     assert_eq!(chat(&["--rpc", &workers, "--rpc-split", "1,1,1"]), local);
 }
+
+/// A worker serves one client at a time: while a server holds it, another client's `--rpc`
+/// gets a clear error after the handshake times out, not a hang and not ggml's abort.
+#[test]
+fn a_worker_busy_with_another_client_is_a_clean_error() {
+    use super::serve::Server;
+    let pair = tiny_pair("2.6");
+    let w = Worker::start(&[]);
+    let _holder = Server::start(&pair, &["--rpc", &w.addr(), "--rpc-split", "1,1"]);
+    minicpmv(run_args(&["--rpc", &w.addr()])).fails_with(&[
+        &format!("RPC worker {}", w.addr()),
+        "busy with another client",
+    ]);
+}
