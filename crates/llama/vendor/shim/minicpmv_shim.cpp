@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -310,52 +311,73 @@ extern "C" void mcv_preproc_free(mcv_preproc * pp) {
 
 // ---- Memory estimates ------------------------------------------------------------------------
 
+// A language model and context planned with `no_alloc`, as llama.cpp's own fit logic does
+// (common/fit.cpp): metadata only, simulated buffers. `devices` (NULL-terminated, may be NULL)
+// with `n_gpu_layers` and `tensor_split` place layers on other devices. Calls `use` with the
+// context, then frees both. Returns false with a message in err.
+static bool with_planned_context(const char * path, uint32_t n_ctx, uint32_t n_batch, int32_t type_kv,
+                                 bool repack, int32_t n_threads, ggml_backend_dev_t * devices,
+                                 int32_t n_gpu_layers, const float * tensor_split,
+                                 const std::function<void(const llama_context *)> & use, char * err,
+                                 size_t err_cap) {
+    llama_model_params mp = llama_model_default_params();
+    mp.no_alloc = true;
+    mp.load_mode = LLAMA_LOAD_MODE_NONE;
+    mp.use_extra_bufts = repack;
+    mp.n_gpu_layers = n_gpu_layers;
+    if (devices != nullptr) {
+        mp.devices = devices;
+        mp.tensor_split = tensor_split;
+        mp.split_mode = LLAMA_SPLIT_MODE_LAYER;
+    }
+    llama_model * model = llama_model_load_from_file(path, mp);
+    if (model == nullptr) {
+        set_err(err, err_cap, "llama.cpp could not read the language model's metadata (run with -v for its log)");
+        return false;
+    }
+    llama_context_params cp = llama_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_batch = n_batch;
+    cp.n_ubatch = n_batch;
+    cp.n_threads = n_threads;
+    cp.n_threads_batch = n_threads;
+    cp.type_k = (ggml_type) type_kv;
+    cp.type_v = (ggml_type) type_kv;
+    if (type_kv != GGML_TYPE_F16) {
+        cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    }
+    llama_context * ctx = llama_init_from_model(model, cp);
+    if (ctx == nullptr) {
+        llama_model_free(model);
+        set_err(err, err_cap, "llama.cpp could not plan a context of this size (run with -v for its log)");
+        return false;
+    }
+    use(ctx);
+    llama_free(ctx);
+    llama_model_free(model);
+    return true;
+}
+
 extern "C" int32_t mcv_llama_memory_estimate(const char * path, uint32_t n_ctx, uint32_t n_batch,
                                              int32_t type_kv, bool repack, int32_t n_threads,
                                              mcv_llama_mem * out, char * err, size_t err_cap) {
     std::memset(out, 0, sizeof(*out));
     try {
-        // As llama.cpp's own fit logic does (common/fit.cpp): metadata only, simulated buffers.
-        llama_model_params mp = llama_model_default_params();
-        mp.no_alloc = true;
-        mp.load_mode = LLAMA_LOAD_MODE_NONE;
-        mp.use_extra_bufts = repack;
-        mp.n_gpu_layers = 0;
-        llama_model * model = llama_model_load_from_file(path, mp);
-        if (model == nullptr) {
-            set_err(err, err_cap, "llama.cpp could not read the language model's metadata (run with -v for its log)");
-            return 1;
-        }
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx = n_ctx;
-        cp.n_batch = n_batch;
-        cp.n_ubatch = n_batch;
-        cp.n_threads = n_threads;
-        cp.n_threads_batch = n_threads;
-        cp.type_k = (ggml_type) type_kv;
-        cp.type_v = (ggml_type) type_kv;
-        if (type_kv != GGML_TYPE_F16) {
-            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-        }
-        llama_context * ctx = llama_init_from_model(model, cp);
-        if (ctx == nullptr) {
-            llama_model_free(model);
-            set_err(err, err_cap, "llama.cpp could not plan a context of this size (run with -v for its log)");
-            return 1;
-        }
-        for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
-            const std::string name = ggml_backend_buft_name(buft);
-            if (name.find("REPACK") != std::string::npos) {
-                out->model_repack += mb.model;
-            } else {
-                out->model_other += mb.model;
+        auto sum = [&](const llama_context * ctx) {
+            for (const auto & [buft, mb] : llama_get_memory_breakdown(ctx)) {
+                const std::string name = ggml_backend_buft_name(buft);
+                if (name.find("REPACK") != std::string::npos) {
+                    out->model_repack += mb.model;
+                } else {
+                    out->model_other += mb.model;
+                }
+                out->context += mb.context;
+                out->compute += mb.compute;
             }
-            out->context += mb.context;
-            out->compute += mb.compute;
-        }
-        llama_free(ctx);
-        llama_model_free(model);
-        return 0;
+        };
+        bool ok = with_planned_context(path, n_ctx, n_batch, type_kv, repack, n_threads, nullptr, 0,
+                                       nullptr, sum, err, err_cap);
+        return ok ? 0 : 1;
     } catch (const std::exception & e) {
         set_err(err, err_cap, e.what());
     } catch (...) {
@@ -429,40 +451,12 @@ extern "C" int32_t mcv_llama_memory_estimate_devices(const char * path, uint32_t
                                                      const float * tensor_split, mcv_device_mem * out,
                                                      size_t cap, char * err, size_t err_cap) {
     try {
-        llama_model_params mp = llama_model_default_params();
-        mp.no_alloc = true;
-        mp.load_mode = LLAMA_LOAD_MODE_NONE;
-        mp.use_extra_bufts = repack;
-        mp.devices = (ggml_backend_dev_t *) devices;
-        mp.n_gpu_layers = n_gpu_layers;
-        mp.tensor_split = tensor_split;
-        mp.split_mode = LLAMA_SPLIT_MODE_LAYER;
-        llama_model * model = llama_model_load_from_file(path, mp);
-        if (model == nullptr) {
-            set_err(err, err_cap, "llama.cpp could not read the language model's metadata (run with -v for its log)");
-            return -1;
-        }
-        llama_context_params cp = llama_context_default_params();
-        cp.n_ctx = n_ctx;
-        cp.n_batch = n_batch;
-        cp.n_ubatch = n_batch;
-        cp.n_threads = n_threads;
-        cp.n_threads_batch = n_threads;
-        cp.type_k = (ggml_type) type_kv;
-        cp.type_v = (ggml_type) type_kv;
-        if (type_kv != GGML_TYPE_F16) {
-            cp.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_ENABLED;
-        }
-        llama_context * ctx = llama_init_from_model(model, cp);
-        if (ctx == nullptr) {
-            llama_model_free(model);
-            set_err(err, err_cap, "llama.cpp could not plan a context of this size (run with -v for its log)");
-            return -1;
-        }
-        int32_t n = device_memory(ctx, out, cap);
-        llama_free(ctx);
-        llama_model_free(model);
-        return n;
+        int32_t n = -1;
+        auto per_device = [&](const llama_context * ctx) { n = device_memory(ctx, out, cap); };
+        bool ok = with_planned_context(path, n_ctx, n_batch, type_kv, repack, n_threads,
+                                       (ggml_backend_dev_t *) devices, n_gpu_layers, tensor_split,
+                                       per_device, err, err_cap);
+        return ok ? n : -1;
     } catch (const std::exception & e) {
         set_err(err, err_cap, e.what());
     } catch (...) {
