@@ -317,8 +317,8 @@ static SOCKETS: Mutex<Vec<(WorkerAddr, SocketAddr, i32)>> = Mutex::new(Vec::new(
 static ABORT_HOOK: Once = Once::new();
 
 /// Adds the workers to this process's ggml, after [`probe`] has checked each one, and returns
-/// their devices in order. Each worker's sockets get TCP keep-alive, and ggml's abort hook is
-/// installed (see the module docs).
+/// their devices in order. Installs ggml's abort hook (see the module docs); the connections
+/// that hold a loaded model's layers get keep-alive once it has loaded ([`watch_connections`]).
 pub fn connect(addrs: &[WorkerAddr]) -> Result<Vec<RpcDevice>, RpcError> {
     if !available() {
         return Err(RpcError::NotBuilt);
@@ -328,16 +328,18 @@ pub fn connect(addrs: &[WorkerAddr]) -> Result<Vec<RpcDevice>, RpcError> {
     for addr in addrs {
         probe(addr, PROBE_TIMEOUT)?;
         let endpoint = CString::new(addr.to_string()).expect("a parsed address has no NUL");
-        let mut out = [shim::mcv_rpc_device::default(); 8];
+        let mut out = [shim::mcv_rpc_device::default(); 16];
         let mut err = [0 as c_char; 256];
         ABORT_HOOK.call_once(|| {
             // SAFETY: on_ggml_abort is a plain extern "C" function valid for the whole process.
             unsafe { shim::mcv_set_abort_callback(Some(on_ggml_abort)) }
         });
-        WORKERS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(addr.clone());
+        {
+            let mut workers = WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+            if !workers.contains(addr) {
+                workers.push(addr.clone());
+            }
+        }
         // SAFETY: endpoint is NUL-terminated; out has room for out.len() devices and err for
         // err.len() bytes; the shim catches C++ exceptions. The worker answered the protocol
         // just now, so ggml's connect does not abort (and if it did, the hook reports it).
@@ -354,6 +356,12 @@ pub fn connect(addrs: &[WorkerAddr]) -> Result<Vec<RpcDevice>, RpcError> {
             return Err(RpcError::Connect {
                 addr: addr.clone(),
                 message: c_buf_to_string(&err),
+            });
+        }
+        if n as usize > out.len() {
+            return Err(RpcError::Connect {
+                addr: addr.clone(),
+                message: format!("it has {n} devices; at most {} are supported", out.len()),
             });
         }
         for d in out.iter().take(n as usize) {

@@ -18,7 +18,18 @@ struct Worker {
 }
 
 impl Worker {
+    /// Starts a worker; a port taken between choosing and binding it (by a parallel test) is
+    /// retried with another, at most 3 times.
     fn start(extra: &[&str]) -> Worker {
+        for _ in 0..2 {
+            if let Some(w) = Worker::try_start(extra) {
+                return w;
+            }
+        }
+        Worker::try_start(extra).expect("the worker could not listen on 3 free ports")
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Worker> {
         let port = free_port();
         let mut args = vec!["worker".to_string(), "--port".into(), port.to_string()];
         args.extend(["-t".into(), "1".into()]);
@@ -44,10 +55,16 @@ impl Worker {
         // client that closes at once; the worker goes back to accepting.
         for _ in 0..400 {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Worker { child, port, log };
+                return Some(Worker { child, port, log });
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("the worker exited ({status}): {}", log.lock().unwrap());
+                // Give the stderr reader a moment to collect the reason.
+                std::thread::sleep(Duration::from_millis(100));
+                let said = log.lock().unwrap().clone();
+                if said.contains("cannot listen") {
+                    return None;
+                }
+                panic!("the worker exited ({status}): {said}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -408,4 +425,18 @@ fn a_worker_busy_with_another_client_is_a_clean_error() {
         &format!("RPC worker {}", w.addr()),
         "busy with another client",
     ]);
+}
+
+/// `worker` refuses what it cannot serve, with the reason.
+#[test]
+fn worker_bad_settings_are_clean_errors() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    minicpmv(["worker", "--port", &port]).fails_with(&[
+        &format!("cannot listen on 127.0.0.1:{port}"),
+        "Address already in use",
+    ]);
+    minicpmv(["worker", "--host", "::1"]).fails_with(&["--host ::1", "IPv4 only"]);
+    minicpmv(["worker", "--port", "0"]).fails_with(&["--port"]);
+    minicpmv(["worker", "--mem", "0"]).fails_with(&["--mem"]);
 }
