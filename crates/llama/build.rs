@@ -50,7 +50,7 @@ fn main() {
             ),
             "minicpmv build: the `rpc` feature needs llama.cpp built with GGML_RPC=ON (set in \
              .cargo/config.toml; GGML_RPC is {ggml_rpc:?} here). Build without it: \
-             GGML_RPC=OFF cargo build --no-default-features --features openmp"
+             GGML_RPC=OFF cargo build --release -p minicpmv-cli --no-default-features --features openmp"
         );
         build.define("MCV_RPC", None);
     }

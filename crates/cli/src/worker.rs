@@ -35,6 +35,9 @@ pub struct WorkerArgs {
 }
 
 pub fn main(args: WorkerArgs) -> Result<()> {
+    if !rpc::available() {
+        return Err(rpc::RpcError::NotBuilt.into());
+    }
     if args.host.is_ipv6() {
         anyhow::bail!(
             "--host {}: ggml's RPC server listens on IPv4 only",
