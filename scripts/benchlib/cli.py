@@ -362,24 +362,34 @@ def render_only(out_dir: Path) -> None:
 # Main
 
 
-def server_section(a: argparse.Namespace, plan: BenchPlan) -> None:
-    """`--server`: ours builds unless --no-build; theirs is llama-cpp-python, installed by pip."""
-    from .machine import git
-    from .server import run_server_bench
+def ours_on_headline(a: argparse.Namespace, plan: BenchPlan, name: str) -> Path:
+    """The setup of the sections that run only ours on the headline pair: build (unless
+    --no-build), find or make the pair; returns the output folder (docs/benchmarks/NAME)."""
     if not a.no_build:
         run_checked(["cargo", "build", "--release", "--manifest-path", ROOT / "Cargo.toml"],
                     "cargo build --release")
     prepare_models(a.ours_bin, [plan.headline], plan.folders, plan.scale, a.threads, a.keep_f16)
-    out = a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / "server")
-    c = plan.headline
-    try:
-        result = run_server_bench(a.ours_bin, c.model, c.mmproj, out, plan.logs, a.rounds, a.threads,
-                                  a.ctx, a.n_predict if a.n_predict else 16, a.timeout,
-                                  git("rev-parse", "--short=12", "HEAD"), plan.scale)
-    except RuntimeError as e:
-        die(f"server bench: {e}")
+    return a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / name)
+
+
+def print_section(out: Path) -> None:
     log(f"wrote {out}/results.md and results.json")
     print((out / "results.md").read_text())
+
+
+def server_section(a: argparse.Namespace, plan: BenchPlan) -> None:
+    """`--server`: ours builds unless --no-build; theirs is llama-cpp-python, installed by pip."""
+    from .machine import git
+    from .server import run_server_bench
+    out = ours_on_headline(a, plan, "server")
+    c = plan.headline
+    try:
+        run_server_bench(a.ours_bin, c.model, c.mmproj, out, plan.logs, a.rounds, a.threads,
+                         a.ctx, a.n_predict if a.n_predict else 16, a.timeout,
+                         git("rev-parse", "--short=12", "HEAD"), plan.scale)
+    except RuntimeError as e:
+        die(f"server bench: {e}")
+    print_section(out)
 
 
 def video_section(a: argparse.Namespace, plan: BenchPlan) -> None:
@@ -397,19 +407,14 @@ def video_section(a: argparse.Namespace, plan: BenchPlan) -> None:
                         git("rev-parse", "--short=12", "HEAD"))
     except (RuntimeError, OSError, ValueError) as e:
         die(f"video bench: {e}")
-    log(f"wrote {out}/results.md and results.json")
-    print((out / "results.md").read_text())
+    print_section(out)
 
 
 def rpc_section(a: argparse.Namespace, plan: BenchPlan) -> None:
     """`--rpc`: ours local against ours over two loopback workers, on the headline pair."""
     from .machine import git
     from .rpc import run_rpc_bench
-    if not a.no_build:
-        run_checked(["cargo", "build", "--release", "--manifest-path", ROOT / "Cargo.toml"],
-                    "cargo build --release")
-    prepare_models(a.ours_bin, [plan.headline], plan.folders, plan.scale, a.threads, a.keep_f16)
-    out = a.out.resolve() if a.out else (plan.out_dir if a.quick else DOCS_OUT / "rpc")
+    out = ours_on_headline(a, plan, "rpc")
     c = plan.headline
     img = a.image.resolve() if a.image else plan.bench_dir / "image-448x448.png"
     if not img.exists():
@@ -420,8 +425,7 @@ def rpc_section(a: argparse.Namespace, plan: BenchPlan) -> None:
                       plan.scale)
     except (RuntimeError, OSError, ValueError) as e:
         die(f"rpc bench: {e}")
-    log(f"wrote {out}/results.md and results.json")
-    print((out / "results.md").read_text())
+    print_section(out)
 
 
 def main(argv: list[str] | None = None) -> None:
